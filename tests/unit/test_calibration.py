@@ -17,7 +17,9 @@ def test_two_point_default_maps_the_end_points() -> None:
     assert out.raw == {"sm0": 520, "sm1": 260, "sm2": 390}
 
 
-@pytest.mark.parametrize(("key", "value"), [("st0", 85.0), ("st0", -127), ("sm0", 0), ("sm0", 1023), ("tk0", 0)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("st0", 85.0), ("st0", -127), ("sm0", 0), ("sm0", 1023), ("tk0", 0)]
+)
 def test_sentinels_are_never_calibrated(key: str, value: float) -> None:
     out = calibrate({key: value, "at0": 20.5})
     assert out.errors == {key: "sentinel"}
@@ -47,7 +49,11 @@ def test_polynomial_replaces_two_points() -> None:
 
 def test_tank_litres_from_distance() -> None:
     cal = parse_calibration({"tk0": {"depth_cm": 120, "litres_per_cm": 10}})
-    assert calibrate({"tk0": 40.0}, cal).values["tk0"] == {"distance_cm": 40.0, "level_cm": 80.0, "litres": 800.0}
+    assert calibrate({"tk0": 40.0}, cal).values["tk0"] == {
+        "distance_cm": 40.0,
+        "level_cm": 80.0,
+        "litres": 800.0,
+    }
     assert calibrate({"tk0": 40.0}).values["tk0"] == {"distance_cm": 40.0}
 
 

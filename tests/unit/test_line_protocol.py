@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,9 +34,7 @@ numbers = st.one_of(
     st.integers(-10_000_000, 10_000_000).map(lambda n: n / 1000),
 )
 values = st.one_of(numbers, st.builds(SensorError, st.sampled_from(["unknown", "nc", "crc", "timeout"])))
-data_frames = st.builds(
-    DataFrame, node_ids, seqs, st.dictionaries(keys, values, max_size=8)
-)
+data_frames = st.builds(DataFrame, node_ids, seqs, st.dictionaries(keys, values, max_size=8))
 hello_frames = st.builds(
     HelloFrame,
     node_ids,
@@ -110,10 +110,8 @@ def test_any_chunking_gives_the_same_results(frame_list: list[Frame], noise: byt
 def _encodable(frame_list: list[Frame]) -> list[bytes]:
     out = []
     for frame in frame_list:
-        try:
+        with contextlib.suppress(ValueError):
             out.append(encode(frame))
-        except ValueError:
-            pass
     return out
 
 
@@ -134,15 +132,15 @@ def test_a_valid_frame_after_garbage_is_recovered(garbage: bytes, frame: Frame) 
 
 
 @given(data_frames, st.integers(1, 200), st.integers(0, 7))
-def test_a_flipped_bit_is_never_a_frame_with_other_content(frame: DataFrame, pos: int, bit: int) -> None:
+def test_a_flipped_bit_is_always_rejected(frame: DataFrame, pos: int, bit: int) -> None:
     try:
         line = bytearray(encode(frame))
     except ValueError:
         return
-    index = 1 + pos % (len(line) - 3)
+    # Flip a bit in the body: a flipped case bit in the CRC digits is still the
+    # same CRC, since receivers accept either case.
+    index = 1 + pos % (line.rindex(b"*") - 1)
     line[index] ^= 1 << bit
-    if bytes(line) == encode(frame):
-        return
     results = decode_all([bytes(line)])
     # CRC-16 catches every single-bit error, so nothing but rejects comes out.
     assert all(isinstance(item, Reject) for item in results)

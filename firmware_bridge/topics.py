@@ -1,0 +1,81 @@
+"""The MQTT topic tree. Every topic string in the project is built or parsed here.
+
+```
+garden/<garden>/node/<node>/telemetry    QoS1, not retained: one reading (JSON)
+garden/<garden>/node/<node>/status       retained: {state, fw, interval_s, last_seen, ...}
+garden/<garden>/node/<node>/config       retained, written by volunteers: {bed, calibration, interval_s}
+garden/<garden>/bridge/<bridge>/status   retained, last will {"state": "offline"}
+garden/<garden>/alert/<kind>/<subject>   QoS1: an alert raised or resolved
+garden/<garden>/event/<type>             QoS1: the commons' journal
+homeassistant/device/<garden>_<node>/config   retained: Home Assistant discovery
+```
+
+Names are ``[A-Za-z0-9_-]{1,32}``, so they can never hold the MQTT
+wildcards ``+`` and ``#`` or a ``/``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+ROOT = "garden"
+HA_DISCOVERY_PREFIX = "homeassistant"
+
+
+def check_name(what: str, name: str) -> str:
+    """Return ``name`` if it is a valid topic segment, else raise ValueError."""
+    if not NAME_RE.fullmatch(name):
+        raise ValueError(f"{what} {name!r} must be 1-32 letters, digits, '-' or '_'")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topics of one garden."""
+
+    garden: str
+
+    def __post_init__(self) -> None:
+        check_name("garden id", self.garden)
+
+    @property
+    def base(self) -> str:
+        return f"{ROOT}/{self.garden}"
+
+    def telemetry(self, node: str) -> str:
+        return f"{self.base}/node/{node}/telemetry"
+
+    def node_status(self, node: str) -> str:
+        return f"{self.base}/node/{node}/status"
+
+    def node_config(self, node: str) -> str:
+        return f"{self.base}/node/{node}/config"
+
+    def bridge_status(self, bridge: str) -> str:
+        return f"{self.base}/bridge/{bridge}/status"
+
+    def alert(self, kind: str, subject: str) -> str:
+        return f"{self.base}/alert/{kind}/{subject}"
+
+    def event(self, kind: str) -> str:
+        return f"{self.base}/event/{kind}"
+
+    @property
+    def all_telemetry(self) -> str:
+        return f"{self.base}/node/+/telemetry"
+
+    @property
+    def all_node_configs(self) -> str:
+        return f"{self.base}/node/+/config"
+
+    def ha_discovery(self, node: str) -> str:
+        return f"{HA_DISCOVERY_PREFIX}/device/{self.garden}_{node}/config"
+
+    def node_of(self, topic: str) -> str | None:
+        """The node named in a ``.../node/<node>/...`` topic of this garden, else None."""
+        parts = topic.split("/")
+        if len(parts) == 5 and parts[0] == ROOT and parts[1] == self.garden and parts[2] == "node":
+            return parts[3] if NAME_RE.fullmatch(parts[3]) else None
+        return None

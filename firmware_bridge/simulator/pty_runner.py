@@ -1,0 +1,231 @@
+"""Put simulated nodes on virtual serial ports (pty pairs) and run them.
+
+Each node gets a pty pair and a stable symlink ``<dir>/<node_id>`` to the
+slave side, as ``/dev/serial/by-id`` gives a real adapter. Point the bridge
+at the symlinks.
+
+The simulated node behaves like a board with native USB (an ESP32-S3 or a
+SAMD21): it knows whether the host has the port open (on a pty: the master
+sees POLLHUP while no one has the slave open) and holds its lines in a
+bounded buffer until the host is back, as ``if (Serial)`` lets real
+firmware do. Lines the host had not read when it closed the port are lost
+in the kernel's buffer, as on real hardware.
+
+Simulated time runs ``speed`` times faster than wall time; one reading per
+``interval_s`` of simulated time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pty
+import select
+import threading
+import time
+import tty
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from firmware_bridge.simulator.node import Emission, SimNode
+
+log = logging.getLogger(__name__)
+
+HOLD_LINES = 2000  # what a node buffers while the host is away
+SETTLE_S = 0.3  # wait after the host opens the port: pyserial flushes input on open
+
+
+class PtyPort:
+    """A pty pair whose slave side is reached through a stable symlink."""
+
+    def __init__(self, link: Path) -> None:
+        self.link = link
+        self.master, slave = pty.openpty()
+        self.device = os.ttyname(slave)
+        tty.setraw(slave)  # no echo, no CR/LF translation
+        os.close(slave)  # the host opens it; POLLHUP on the master says when it is away
+        os.set_blocking(self.master, False)
+        tmp = link.with_name(f".{link.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        os.symlink(self.device, tmp)
+        os.replace(tmp, link)
+
+    def host_present(self) -> bool:
+        poller = select.poll()
+        poller.register(self.master, select.POLLIN | select.POLLHUP)
+        return not any(ev & select.POLLHUP for _, ev in poller.poll(0))
+
+    def close(self) -> None:
+        if self.link.is_symlink() and os.readlink(self.link) == self.device:
+            self.link.unlink(missing_ok=True)
+        os.close(self.master)
+
+
+@dataclass
+class NodeRunner:
+    node: SimNode
+    port: PtyPort | None = None
+    held: deque[Emission] = field(default_factory=lambda: deque(maxlen=HOLD_LINES))
+    next_tick: float = 0.0
+    host_since: float | None = None
+    unplugged_until: float = 0.0
+    next_unplug: float = 0.0
+    booted: bool = False
+    done: bool = False
+
+
+class Simulation:
+    """Runs nodes until stopped, or until each has produced ``count`` readings."""
+
+    def __init__(
+        self,
+        nodes: list[SimNode],
+        directory: Path,
+        *,
+        speed: float = 1.0,
+        count: int = 0,
+        ledger: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.directory = directory
+        self.speed = speed
+        self.count = count
+        self.ledger = ledger
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.runners = [NodeRunner(n) for n in nodes]
+        self.written = 0
+        self.held_dropped = 0
+
+    def links(self) -> list[Path]:
+        return [self.directory / r.node.node_id for r in self.runners]
+
+    def open_ports(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        now = self.clock()
+        for runner in self.runners:
+            runner.port = PtyPort(self.directory / runner.node.node_id)
+            runner.next_tick = now + runner.node.interval_s / self.speed
+            if runner.node.faults.unplug_every:
+                runner.next_unplug = now + runner.node.faults.unplug_every
+
+    def run(self) -> None:
+        if not any(r.port for r in self.runners):
+            self.open_ports()
+        try:
+            while not self.stop_event.is_set():
+                if self.count and all(r.done and not r.held for r in self.runners):
+                    break
+                self._turn()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for runner in self.runners:
+            if runner.port is not None:
+                runner.port.close()
+                runner.port = None
+        if self.ledger is not None:
+            self.ledger.flush()
+
+    # -------------------------------------------------------------- a turn
+
+    def _turn(self) -> None:
+        now = self.clock()
+        wake = now + 0.05
+        for r in self.runners:
+            self._unplug_schedule(r, now)
+            if r.port is None:
+                wake = min(wake, r.unplugged_until)
+                continue
+            present = r.port.host_present()
+            if present and r.host_since is None:
+                r.host_since = now
+            elif not present:
+                r.host_since = None
+            if not r.booted:
+                r.booted = True
+                self._emit(r, [r.node.boot()], now)
+            if not r.done and now >= r.next_tick:
+                self._emit(r, r.node.tick(), now)
+                r.next_tick += r.node.interval_s / self.speed
+                if r.next_tick < now:  # fell behind: don't burst to catch up
+                    r.next_tick = now
+                if self.count and r.node.readings >= self.count:
+                    r.done = True
+            self._flush(r, now)
+            if present:
+                self._read_commands(r, now)
+            wake = min(wake, r.next_tick)
+        delay = wake - self.clock()
+        if delay > 0:
+            self.stop_event.wait(min(delay, 0.05))
+
+    def _unplug_schedule(self, r: NodeRunner, now: float) -> None:
+        faults = r.node.faults
+        if not faults.unplug_every:
+            return
+        if r.port is not None and now >= r.next_unplug:
+            log.info("node %s: port vanishes for %.1fs", r.node.node_id, faults.unplug_for)
+            r.port.close()
+            r.port = None
+            r.host_since = None
+            r.held.clear()
+            r.unplugged_until = now + faults.unplug_for
+        elif r.port is None and r.unplugged_until and now >= r.unplugged_until:
+            # Plugged back in: USB powers the board up again, under a new tty name.
+            r.port = PtyPort(self.directory / r.node.node_id)
+            r.unplugged_until = 0.0
+            r.next_unplug = now + faults.unplug_every
+            r.next_tick = now + r.node.interval_s / self.speed
+            r.booted = False
+            log.info("node %s: port back as %s", r.node.node_id, r.port.device)
+
+    def _emit(self, r: NodeRunner, emissions: list[Emission], now: float) -> None:
+        for emission in emissions:
+            if len(r.held) == r.held.maxlen and r.held[0].reading is not None:
+                self.held_dropped += 1
+            r.held.append(emission)
+
+    def _flush(self, r: NodeRunner, now: float) -> None:
+        port = r.port
+        if port is None or r.host_since is None or now - r.host_since < SETTLE_S:
+            return
+        while r.held:
+            emission = r.held[0]
+            try:
+                written = os.write(port.master, emission.data)
+            except BlockingIOError:
+                return  # the host is slow: keep the rest
+            except OSError:
+                r.host_since = None
+                return
+            r.held.popleft()
+            if written < len(emission.data):
+                # Half a line went out: the rest is lost, as when a UART's
+                # buffer overruns. It is not counted as a reading.
+                continue
+            if emission.reading is not None:
+                self.written += 1
+                if self.ledger is not None:
+                    boot, seq = emission.reading
+                    self.ledger.write(
+                        json.dumps({"node": r.node.node_id, "boot": boot, "seq": seq, "t": time.time()})
+                        + "\n"
+                    )
+
+    def _read_commands(self, r: NodeRunner, now: float) -> None:
+        assert r.port is not None
+        try:
+            data = os.read(r.port.master, 4096)
+        except (BlockingIOError, OSError):
+            return
+        if data:
+            for reply in r.node.receive(data):
+                r.held.append(reply)

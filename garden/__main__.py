@@ -1,0 +1,3 @@
+from garden.cli.app import main
+
+main()

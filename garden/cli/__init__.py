@@ -1,0 +1,1 @@
+"""The ``garden`` command line: thin wrappers that parse, call the library and render."""

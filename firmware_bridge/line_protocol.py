@@ -28,6 +28,9 @@ KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,15}")
 NUMBER_RE = re.compile(r"-?[0-9]{1,10}(\.[0-9]{1,6})?")
 ERROR_CODE_RE = re.compile(r"[a-z][a-z0-9_]{0,11}")
 REASON_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+# Free-text values (a firmware version, a command argument): printable, no
+# space, and none of the framing characters "$", "*" and ",".
+TEXT_RE = re.compile(r"[\x21-\x23\x25-\x29\x2b\x2d-\x7e]{1,64}")
 
 
 class RejectReason(StrEnum):
@@ -205,6 +208,13 @@ def encode_hello(
     extra: Mapping[str, str] | None = None,
 ) -> bytes:
     _check_node_seq(node_id, seq)
+    if not sensors or not all(KEY_RE.fullmatch(k) for k in sensors):
+        raise ValueError(f"hello needs sensor keys matching {KEY_RE.pattern}, got {sensors!r}")
+    for key, value in {"fw": fw, **(extra or {})}.items():
+        if not KEY_RE.fullmatch(key) or not TEXT_RE.fullmatch(value):
+            raise ValueError(f"hello field {key}={value!r}: key or value not allowed")
+    if extra and {"fw", "sensors", "interval_s"} & set(extra):
+        raise ValueError("hello extra fields cannot repeat fw, sensors or interval_s")
     parts = [f"fw={fw}", f"sensors={';'.join(sensors)}", f"interval_s={interval_s}"]
     parts += [f"{k}={v}" for k, v in (extra or {}).items()]
     return _frame(f"GH,{PROTO_VERSION},{node_id},{seq}," + ",".join(parts))
@@ -214,6 +224,9 @@ def encode_command(node_id: str, seq: int, verb: str, args: Mapping[str, str]) -
     _check_node_seq(node_id, seq)
     if not re.fullmatch(r"[A-Z]{2,8}", verb):
         raise ValueError(f"command verb {verb!r} must be 2-8 upper-case letters")
+    for key, value in args.items():
+        if not KEY_RE.fullmatch(key) or not TEXT_RE.fullmatch(value):
+            raise ValueError(f"command argument {key}={value!r}: key or value not allowed")
     pairs = "".join(f",{k}={v}" for k, v in args.items())
     return _frame(f"GC,{node_id},{seq},{verb}{pairs}")
 

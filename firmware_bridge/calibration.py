@@ -12,6 +12,7 @@ reported in ``errors`` with a reason and counted by the caller.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -119,6 +120,7 @@ class Calibrated:
     errors: dict[str, str]
 
 
+@functools.lru_cache(maxsize=256)
 def sensor_kind(key: str) -> str:
     match = _KEY_RE.fullmatch(key)
     return match.group(1) if match else key

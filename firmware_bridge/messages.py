@@ -28,7 +28,7 @@ INTERVAL_MIN_S = 1
 INTERVAL_MAX_S = 86_400
 
 
-def _dumps(obj: Any) -> bytes:
+def compact_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -60,11 +60,11 @@ def telemetry_payload(
         body["errors"] = reading.errors
     if bed is not None:
         body["bed"] = bed
-    return _dumps(body)
+    return compact_json(body)
 
 
 def status_payload(state: str, **fields: Any) -> bytes:
-    return _dumps({"state": state, **{k: v for k, v in fields.items() if v is not None}})
+    return compact_json({"state": state, **{k: v for k, v in fields.items() if v is not None}})
 
 
 # ------------------------------------------------------------ node config
@@ -184,4 +184,4 @@ def ha_discovery(
         ],
         "availability_mode": "all",
     }
-    return topics.ha_discovery(node), _dumps(payload)
+    return topics.ha_discovery(node), compact_json(payload)

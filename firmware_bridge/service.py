@@ -37,6 +37,7 @@ from firmware_bridge.line_protocol import (
 )
 from firmware_bridge.messages import (
     NodeConfig,
+    compact_json,
     ha_discovery,
     parse_node_config,
     status_payload,
@@ -164,7 +165,9 @@ class Bridge:
             port.reader.start()
         try:
             while not self._stop.is_set():
-                self.step(timeout=0.05)
+                # Idle, wait for the ports; with messages in flight, come back
+                # soon for their acks (acks do not wake the loop).
+                self.step(timeout=0.005 if self._inflight else 0.05)
         finally:
             self._shutdown()
 
@@ -273,6 +276,7 @@ class Bridge:
         ts = max(event.received_ms, node.last_ts_ms + 1)
         node.last_ts_ms = ts
         node.readings += 1
+        node.status_dirty = True  # last_seen and seq moved; sent at most once a second
         if not node.sensors:
             node.sensors = tuple(frame.values)
         battery = reading.values.get("bt0")
@@ -396,6 +400,7 @@ class Bridge:
             else:
                 self.counters["published"] += 1
             done.append(row)
+            self._bridge_status_dirty = True
         if done:
             try:
                 self.spool.ack(done)
@@ -492,10 +497,10 @@ class Bridge:
         now = self._clock_ms()
         interval_ms = int(self.settings.status_interval_s * 1000)
         if self.link.connected:
-            if (self._bridge_status_dirty and now - self._bridge_status_sent_ms >= 1000) or (
+            if (self._bridge_status_dirty and now - self._bridge_status_sent_ms >= 2000) or (
                 now - self._bridge_status_sent_ms >= interval_ms
             ):
-                payload = status_payload(**self.bridge_status())  # type: ignore[arg-type]
+                payload = compact_json(self.bridge_status())
                 self.link.publish(self._bridge_status_topic, payload, qos=1, retain=True)
                 self._bridge_status_sent_ms = now
                 self._bridge_status_dirty = False
@@ -549,7 +554,7 @@ class Bridge:
                         qos=1,
                         retain=True,
                     )
-            payload = status_payload(**self.bridge_status("offline"))  # type: ignore[arg-type]
+            payload = compact_json(self.bridge_status("offline"))
             info_mid = self.link.publish(self._bridge_status_topic, payload, qos=1, retain=True)
             end = time.monotonic() + 2.0
             pending = {info_mid}

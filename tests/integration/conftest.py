@@ -29,6 +29,16 @@ from paho.mqtt.properties import Properties
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
+# Exact counts from each pipeline test, printed at the end of every run.
+COUNTS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if COUNTS:
+        terminalreporter.section("pipeline counts")
+        for line in COUNTS:
+            terminalreporter.write_line(line)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -19,7 +19,7 @@ import pytest
 from firmware_bridge.simulator.node import Faults, SimNode
 from firmware_bridge.simulator.pty_runner import Simulation
 
-from .conftest import BridgeProcess, Broker, Collector, wait_for
+from .conftest import COUNTS, BridgeProcess, Broker, Collector, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,12 @@ class SimThread:
         return [json.loads(line) for line in self.ledger_path.read_text().splitlines()]
 
     def keys(self) -> set[tuple[str, int, int]]:
-        return {(str(e["node"]), int(e["boot"]), int(e["seq"])) for e in self.entries()}  # type: ignore[call-overload]
+        """Readings written intact, less any an unplug took before the bridge read them."""
+        written, gone = set(), set()
+        for e in self.entries():
+            key = (str(e["node"]), int(e["boot"]), int(e["seq"]))  # type: ignore[call-overload]
+            (gone if e.get("lost") else written).add(key)
+        return written - gone
 
     def stop(self) -> None:
         self.sim.stop_event.set()
@@ -60,11 +65,18 @@ def report(
     name: str, produced: set[tuple[str, int, int]], got: list[tuple[str, int, int]]
 ) -> tuple[int, int]:
     counts = Counter(got)
-    lost = len(produced - set(counts))
+    missing = produced - set(counts)
+    lost = len(missing)
+    if missing:
+        print(f"[{name}] missing: {sorted(missing)[:20]}")
     dup = sum(n - 1 for n in counts.values())
     extra = len(set(counts) - produced)
-    print(f"\n[{name}] produced={len(produced)} received={len(got)} distinct={len(counts)} "
-          f"lost={lost} duplicates={dup} unexpected={extra}")  # fmt: skip
+    line = (
+        f"[{name}] produced={len(produced)} received={len(got)} distinct={len(counts)} "
+        f"lost={lost} duplicate_messages={dup} unexpected={extra}"
+    )
+    print("\n" + line)
+    COUNTS.append(line)
     assert extra == 0, "received readings the nodes never produced"
     return lost, dup
 
@@ -145,7 +157,7 @@ def test_frames_in_equal_messages_out_with_faults(
 
     wait_for(lambda: sum(rejects().values()) >= 40, 10, "bridge status with the rejects")
     rejects = rejects()  # type: ignore[assignment]
-    print(f"[faults] rejected lines by reason: {dict(rejects)}")  # type: ignore[call-overload]
+    COUNTS.append(f"[faults] rejected lines by reason: {dict(rejects)}")  # type: ignore[call-overload]
     assert rejects["crc_mismatch"] > 0 and rejects["truncated"] > 0 and rejects["noise"] > 0
     assert collector.status("node/n1/status")["fw"] == "1.4.2-sim"
     bridge.kill(signal.SIGTERM)
@@ -167,7 +179,7 @@ def test_broker_down_30s_loses_nothing(
     stopped_at = time.monotonic()
     time.sleep(30)
     running_broker.start()
-    print(f"\n[broker-down] broker was down {time.monotonic() - stopped_at:.1f}s")
+    COUNTS.append(f"[broker-down] broker was down {time.monotonic() - stopped_at:.1f}s")
     sim.join(60)
     produced = sim.keys()
     wait_for(lambda: len(set(collector.keys())) >= len(produced), 30, "the backlog to drain")
@@ -235,15 +247,18 @@ def test_port_vanishes_and_comes_back(
     sim.start()
     sim.join(60)
     produced = sim.keys()
-    wait_for(lambda: len(set(collector.keys())) >= len(produced), 20, "all readings")
-    got = collector.keys()
-    lost, dup = report("unplug", produced, got)
+    try:
+        wait_for(lambda: len(set(collector.keys())) >= len(produced), 20, "all readings")
+    finally:
+        got = collector.keys()
+        lost, dup = report("unplug", produced, got)
     assert (lost, dup) == (0, 0)
     # Each replug powers the node up again: a new boot, seq from 1.
     assert len({b for _, b, _ in got}) >= 3
+    COUNTS.append(f"[unplug] readings still in the port when it vanished: {sim.sim.unplug_lost}")
     wait_for(lambda: collector.status("bridge/test-bridge").get("ports"), 10, "bridge status")
     ports = collector.status("bridge/test-bridge")["ports"]
     opens = [p["opens"] for p in ports.values()]  # type: ignore[attr-defined]
-    print(f"[unplug] port opens: {opens}")
+    COUNTS.append(f"[unplug] port opens: {opens}")
     assert all(n >= 3 for n in opens)
     bridge.kill(signal.SIGTERM)

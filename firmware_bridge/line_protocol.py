@@ -53,9 +53,11 @@ class RejectReason(StrEnum):
 
 class FrameKind(StrEnum):
     DATA = "GD"
+    REPLAY = "GR"  # data sent again from the node's buffer of unstored readings
     HELLO = "GH"
     COMMAND = "GC"
     ACK = "GA"
+    STORED = "GK"  # host -> node: readings up to seq are safely stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,11 @@ class DataFrame:
     seq: int
     values: Mapping[str, Value]
     proto: int = PROTO_VERSION
-    kind: FrameKind = field(default=FrameKind.DATA, init=False)
+    replay: bool = False  # sent as GR: a reading the host may already have
+
+    @property
+    def kind(self) -> FrameKind:
+        return FrameKind.REPLAY if self.replay else FrameKind.DATA
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +113,16 @@ class AckFrame:
     kind: FrameKind = field(default=FrameKind.ACK, init=False)
 
 
-Frame = DataFrame | HelloFrame | CommandFrame | AckFrame
+@dataclass(frozen=True, slots=True)
+class StoredFrame:
+    """Host to node: every reading of this boot up to ``seq`` is stored; forget them."""
+
+    node_id: str
+    seq: int
+    kind: FrameKind = field(default=FrameKind.STORED, init=False)
+
+
+Frame = DataFrame | HelloFrame | CommandFrame | AckFrame | StoredFrame
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +205,14 @@ def _check_node_seq(node_id: str, seq: int) -> None:
         raise ValueError(f"seq {seq} outside 0..{SEQ_MAX}")
 
 
-def encode_data(node_id: str, seq: int, values: Mapping[str, Value]) -> bytes:
+def encode_data(node_id: str, seq: int, values: Mapping[str, Value], *, replay: bool = False) -> bytes:
     _check_node_seq(node_id, seq)
     for key in values:
         if not KEY_RE.fullmatch(key):
             raise ValueError(f"sensor key {key!r} must match {KEY_RE.pattern}")
     pairs = ",".join(f"{k}={_format_value(v)}" for k, v in values.items())
-    return _frame(f"GD,{PROTO_VERSION},{node_id},{seq}" + (f",{pairs}" if pairs else ""))
+    kind = "GR" if replay else "GD"
+    return _frame(f"{kind},{PROTO_VERSION},{node_id},{seq}" + (f",{pairs}" if pairs else ""))
 
 
 def encode_hello(
@@ -240,10 +256,17 @@ def encode_ack(node_id: str, seq: int, ok: bool, reason: str = "") -> bytes:
     return _frame(f"GA,{node_id},{seq},ERR,{reason}")
 
 
+def encode_stored(node_id: str, seq: int) -> bytes:
+    _check_node_seq(node_id, seq)
+    return _frame(f"GK,{node_id},{seq}")
+
+
 def encode(frame: Frame) -> bytes:
     """Encode any frame value; ``parse_line(encode(f)) == f`` for valid frames."""
     if isinstance(frame, DataFrame):
-        return encode_data(frame.node_id, frame.seq, frame.values)
+        return encode_data(frame.node_id, frame.seq, frame.values, replay=frame.replay)
+    if isinstance(frame, StoredFrame):
+        return encode_stored(frame.node_id, frame.seq)
     if isinstance(frame, HelloFrame):
         return encode_hello(frame.node_id, frame.seq, frame.fw, frame.sensors, frame.interval_s, frame.extra)
     if isinstance(frame, CommandFrame):
@@ -292,15 +315,16 @@ def parse_body(body: str) -> Frame:
     """Parse the text between ``$`` and ``*`` of a line whose CRC has been checked."""
     fields = body.split(",")
     kind = fields[0]
-    if kind in ("GD", "GH"):
+    if kind in ("GD", "GR", "GH"):
         if len(fields) < 4:
             raise ProtocolError(RejectReason.BAD_FIELD, "too few fields")
         if fields[1] != str(PROTO_VERSION):
             raise ProtocolError(RejectReason.BAD_PROTO, fields[1][:8])
         node, seq = _parse_node(fields[2]), _parse_seq(fields[3])
         pairs = _split_pairs(fields[4:])
-        if kind == "GD":
-            return DataFrame(node, seq, {k: _parse_value(v) for k, v in pairs.items()})
+        if kind != "GH":
+            values = {k: _parse_value(v) for k, v in pairs.items()}
+            return DataFrame(node, seq, values, replay=kind == "GR")
         try:
             fw = pairs.pop("fw")
             sensors = tuple(pairs.pop("sensors").split(";"))
@@ -310,6 +334,10 @@ def parse_body(body: str) -> Frame:
         if not interval_text.isdigit() or not all(KEY_RE.fullmatch(s) for s in sensors):
             raise ProtocolError(RejectReason.BAD_FIELD, "hello interval_s or sensors")
         return HelloFrame(node, seq, fw, sensors, int(interval_text), pairs)
+    if kind == "GK":
+        if len(fields) != 3:
+            raise ProtocolError(RejectReason.BAD_FIELD, "GK takes a node and a seq")
+        return StoredFrame(_parse_node(fields[1]), _parse_seq(fields[2]))
     if kind in ("GC", "GA"):
         if len(fields) < 4:
             raise ProtocolError(RejectReason.BAD_FIELD, "too few fields")

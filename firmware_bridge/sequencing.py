@@ -17,6 +17,7 @@ class Step(StrEnum):
     GAP = "gap"  # seq jumped: readings were lost on the line
     REBOOT = "reboot"  # a hello, or seq went back without one
     DUPLICATE = "duplicate"  # the same seq again: dropped
+    REPLAYED = "replayed"  # a replay of a reading already stored: dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +38,14 @@ class Sequenced:
     missed: int = 0  # readings lost in a gap just before this frame
 
 
-def advance(state: NodeSeq | None, seq: int, *, hello: bool) -> Sequenced:
-    """Account for one frame with counter ``seq`` from a node in ``state``."""
+def advance(state: NodeSeq | None, seq: int, *, hello: bool, replay: bool = False) -> Sequenced:
+    """Account for one frame with counter ``seq`` from a node in ``state``.
+
+    A replay (GR) at or below the last seq is a reading already stored; above
+    it, a replay is a reading the bridge never had, and counts as new.
+    """
+    if replay and state is not None and seq <= state.last_seq:
+        return Sequenced(state, Step.REPLAYED)
     if state is None:
         return Sequenced(NodeSeq(boot=1, last_seq=seq), Step.FIRST)
     if hello:

@@ -33,7 +33,9 @@ from firmware_bridge.line_protocol import (
     Frame,
     HelloFrame,
     Reject,
+    StoredFrame,
     encode_command,
+    encode_stored,
 )
 from firmware_bridge.messages import (
     NodeConfig,
@@ -51,6 +53,11 @@ from firmware_bridge.spool import Spool
 from firmware_bridge.topics import Topics
 
 log = logging.getLogger(__name__)
+
+
+# GK frames go out at most this often per node: often enough that a node's
+# buffer of unstored readings stays short, rare enough to cost nothing.
+STORED_EVERY_MS = 100
 
 
 def wall_ms() -> int:
@@ -83,6 +90,9 @@ class NodeRuntime:
     command: PendingCommand | None = None
     command_result: dict[str, object] | None = None
     next_command_seq: int = 1
+    stored: tuple[int, int] | None = None  # (boot, seq) committed to the spool
+    stored_told: tuple[int, int] | None = None  # the last GK sent to the node
+    stored_told_ms: int = 0
     status_dirty: bool = True
     status_sent_ms: int = 0
     discovery_sent: tuple[str, ...] | None = None
@@ -120,7 +130,8 @@ class Bridge:
             synchronous=settings.spool_synchronous,
         )
         self.nodes: dict[str, NodeRuntime] = {
-            node: NodeRuntime(node, seq=state) for node, state in self.spool.node_states().items()
+            node: NodeRuntime(node, seq=state, stored=(state.boot, state.last_seq))
+            for node, state in self.spool.node_states().items()
         }
         self.ports: dict[str, PortRuntime] = {
             port: PortRuntime(PortReader(port, self._events.put, baudrate=settings.baudrate))
@@ -221,6 +232,8 @@ class Bridge:
                 log.error("%s; %d readings lost", err, len(rows))
                 return
             self.counters["readings"] += len(rows)
+            for node_id, state in changed.items():
+                self.nodes[node_id].stored = (state.boot, state.last_seq)
             if dropped:
                 self._bridge_status_dirty = True
 
@@ -237,7 +250,7 @@ class Bridge:
         rows: list[tuple[str, bytes]],
         changed: dict[str, NodeSeq],
     ) -> None:
-        if isinstance(frame, CommandFrame):
+        if isinstance(frame, CommandFrame | StoredFrame):
             # Only the host sends commands; a node echoing one is miswired.
             self.ports[event.port].rejects["unexpected_command"] += 1
             return
@@ -251,7 +264,11 @@ class Bridge:
         if isinstance(frame, AckFrame):
             self._ack_frame(node, frame)
             return
-        sequenced = advance(node.seq, frame.seq, hello=isinstance(frame, HelloFrame))
+        replay = isinstance(frame, DataFrame) and frame.replay
+        sequenced = advance(node.seq, frame.seq, hello=isinstance(frame, HelloFrame), replay=replay)
+        if sequenced.step is Step.REPLAYED:
+            self.counters["replays_already_stored"] += 1
+            return
         node.seq = sequenced.state
         changed[node.node] = sequenced.state
         if sequenced.step is Step.GAP:
@@ -319,6 +336,7 @@ class Bridge:
         for node in self.nodes.values():
             if node.port == event.port:
                 node.status_dirty = True
+                node.stored_told = None  # tell the node again what is stored
 
     # --------------------------------------------------------------- configs
 
@@ -366,6 +384,21 @@ class Bridge:
             log.info("node %s: sent SET interval_s=%d (try %d)", node.node, command.interval_s, command.tries)
         except PortError as err:
             log.warning("node %s: command not sent: %s", node.node, err)
+
+    def _tell_stored(self, node: NodeRuntime, now: int) -> None:
+        """Tell the node which of its readings are safe in the spool (GK), so it
+        can forget them; it sends the rest again if the bridge goes away."""
+        assert node.stored is not None
+        port = self.ports.get(node.port or "")
+        if port is None or not port.open:
+            return
+        node.stored_told_ms = now
+        try:
+            port.reader.write(encode_stored(node.node, node.stored[1]))
+        except PortError as err:
+            log.debug("node %s: GK not sent: %s", node.node, err)
+            return
+        node.stored_told = node.stored
 
     def _ack_frame(self, node: NodeRuntime, ack: AckFrame) -> None:
         command = node.command
@@ -514,6 +547,13 @@ class Bridge:
                     )
                     node.status_sent_ms = now
                     node.status_dirty = False
+        for node in self.nodes.values():
+            if (
+                node.stored is not None
+                and node.stored != node.stored_told
+                and now - node.stored_told_ms >= STORED_EVERY_MS
+            ):
+                self._tell_stored(node, now)
         for node in self.nodes.values():
             command = node.command
             if command is None or now - command.sent_ms < self.settings.command_timeout_s * 1000:

@@ -21,17 +21,23 @@ board prints):
 
 Only intact data lines count as produced readings (:attr:`Emission.reading`),
 so a test can compare what the node produced with what reached the broker.
+
+Store and forward: the node keeps each reading it sent until the host says,
+with a ``GK`` frame, that it stored it; when the host comes back after being
+away, the node sends what is still unstored again as ``GR`` frames.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, fields
 
 from firmware_bridge.line_protocol import (
     CommandFrame,
     FrameDecoder,
     SensorError,
+    StoredFrame,
     Value,
     encode_ack,
     encode_data,
@@ -42,6 +48,7 @@ from firmware_bridge.simulator import physics
 FIRMWARE_VERSION = "1.4.2-sim"
 SENSORS = ("sm0", "st0", "at0", "rh0", "lx0", "tk0", "bt0")
 ADC_MAX = 1023
+UNSTORED_LINES = 2000  # an ESP32 holds this many easily; the AVR firmware holds fewer
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +90,16 @@ class Faults:
 
 @dataclass(frozen=True, slots=True)
 class Emission:
-    """Bytes to write, and the reading they carry intact, if any: (boot, seq)."""
+    """Bytes to write, and the reading they carry intact, if any: (boot, seq).
+
+    ``sent`` is what the node keeps once the bytes are out, until the host
+    says it stored them: the reading's seq and its line as it was meant to
+    go (the node cannot know the wire corrupted it).
+    """
 
     data: bytes
     reading: tuple[int, int] | None = None
+    sent: tuple[int, bytes] | None = None
 
 
 class SimNode:
@@ -115,6 +128,8 @@ class SimNode:
         self.readings = 0
         self._stuck_raw: float | None = None
         self._decoder = FrameDecoder()
+        # Sent but not yet stored by the host: replayed when the host comes back.
+        self.unstored: deque[tuple[int, bytes]] = deque(maxlen=UNSTORED_LINES)
 
     # ------------------------------------------------------------- output
 
@@ -122,6 +137,7 @@ class SimNode:
         """Power on: optional garbage, then hello with seq 0."""
         self.boot_no += 1
         self.seq = 0
+        self.unstored.clear()  # RAM does not survive a reboot
         garbage = b""
         if self.faults.boot_garbage:
             garbage = bytes(self.rng.randrange(256) for _ in range(self.rng.randint(8, 40)))
@@ -138,14 +154,16 @@ class SimNode:
         self.bed = physics.advance(self.params, self.bed, self.interval_s)
         self.seq += 1
         self.readings += 1
-        line = encode_data(self.node_id, self.seq, self._values())
+        values = self._values()
+        line = encode_data(self.node_id, self.seq, values)
+        sent = (self.seq, encode_data(self.node_id, self.seq, values, replay=True))
         if f.noise and self.rng.random() < f.noise:
             out.append(
                 Emission(bytes(self.rng.randrange(32, 127) for _ in range(20)).replace(b"$", b"#") + b"\n")
             )
         if f.partial and self.rng.random() < f.partial:
             cut = self.rng.randrange(2, len(line) - 3)
-            out.append(Emission(line[:cut]))
+            out.append(Emission(line[:cut], sent=sent))
             return out
         if f.bad_crc and self.rng.random() < f.bad_crc:
             pos = self.rng.randrange(1, len(line) - 7)
@@ -153,10 +171,21 @@ class SimNode:
             flipped[pos] = (flipped[pos] ^ 0x01) or 0x30
             if flipped[pos] in (0x24, 0x0A, 0x0D):  # don't invent framing bytes
                 flipped[pos] = 0x30
-            out.append(Emission(bytes(flipped)))
+            out.append(Emission(bytes(flipped), sent=sent))
             return out
-        out.append(Emission(line, (self.boot_no, self.seq)))
+        out.append(Emission(line, (self.boot_no, self.seq), sent=sent))
         return out
+
+    # ------------------------------------------------ store and forward
+
+    def sent(self, emission: Emission) -> None:
+        """The runner wrote this emission: keep its reading until the host stores it."""
+        if emission.sent is not None:
+            self.unstored.append(emission.sent)
+
+    def replays(self) -> list[Emission]:
+        """The readings sent but not yet stored by the host, as GR frames, oldest first."""
+        return [Emission(line, (self.boot_no, seq)) for seq, line in self.unstored]
 
     def _values(self) -> dict[str, Value]:
         p, s, rng = self.params, self.bed, self.rng
@@ -191,6 +220,10 @@ class SimNode:
         """Bytes from the host: apply commands addressed to this node, and ack them."""
         out: list[Emission] = []
         for item in self._decoder.feed(data):
+            if isinstance(item, StoredFrame) and item.node_id == self.node_id:
+                while self.unstored and self.unstored[0][0] <= item.seq:
+                    self.unstored.popleft()
+                continue
             if not isinstance(item, CommandFrame) or item.node_id != self.node_id:
                 continue
             if item.verb != "SET" or set(item.args) != {"interval_s"}:

@@ -178,6 +178,8 @@ class Simulation:
             present = r.port.host_present()
             if present and r.host_since is None:
                 r.host_since = now
+                # The host is back: first what it may have missed, oldest first.
+                r.held.extendleft(reversed(r.node.replays()))
             elif not present:
                 r.host_since = None
             if not r.booted:
@@ -263,6 +265,7 @@ class Simulation:
                 r.host_since = None
                 return
             r.held.popleft()
+            r.node.sent(emission)
             r.recent.append((emission.reading if written == len(emission.data) else None, written))
             if written < len(emission.data):
                 # Half a line went out: the rest is lost, as when a UART's

@@ -230,6 +230,14 @@ def test_bridge_sigkill_and_restart(
     # (same ts, node, boot and seq), so the hub's write overwrites itself.
     assert dup <= 2 * 200
     assert_replays_are_identical(collector)
+    # After each kill the nodes sent again what the bridge had not confirmed
+    # stored (GR); the bridge dropped what its spool already had.
+    wait_for(lambda: collector.status("bridge/test-bridge").get("counters"), 10, "bridge status")
+    counters = collector.status("bridge/test-bridge")["counters"]
+    COUNTS.append(
+        f"[sigkill] node replays already stored, dropped: {counters.get('replays_already_stored', 0)}"
+    )  # type: ignore[union-attr]
+    assert counters.get("replays_already_stored", 0) > 0  # type: ignore[union-attr]
     assert_seq_continuity(got, produced)
     bridge.kill(signal.SIGTERM)
 

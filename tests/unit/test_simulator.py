@@ -8,8 +8,10 @@ from firmware_bridge.line_protocol import (
     HelloFrame,
     Reject,
     encode_command,
+    encode_stored,
     parse_line,
 )
+from firmware_bridge.sequencing import Step, advance
 from firmware_bridge.simulator import physics
 from firmware_bridge.simulator.node import Faults, SimNode
 
@@ -93,3 +95,25 @@ def test_node_applies_and_acks_set_interval() -> None:
     [nak] = node.receive(encode_command("a", 10, "SET", {"interval_s": "0"}))
     assert b"ERR,bad_value" in nak.data
     assert node.receive(encode_command("b", 11, "SET", {"interval_s": "60"})) == []
+
+
+def test_store_and_forward_replays_only_what_the_host_has_not_stored() -> None:
+    node = SimNode("a", faults=Faults(boot_garbage=False))
+    node.sent(node.boot())
+    for _ in range(5):
+        for emission in node.tick():
+            node.sent(emission)
+    node.receive(encode_stored("a", 3))
+    replays = [parse_line(e.data) for e in node.replays()]
+    assert [(f.seq, f.replay) for f in replays if isinstance(f, DataFrame)] == [(4, True), (5, True)]
+    node.receive(encode_stored("b", 5))  # another node's GK changes nothing
+    assert len(node.replays()) == 2
+    node.boot()
+    assert node.replays() == []  # a reboot forgets
+
+
+def test_replays_are_dropped_when_stored_and_kept_when_new() -> None:
+    s = advance(None, 5, hello=False)
+    assert advance(s.state, 5, hello=False, replay=True).step is Step.REPLAYED
+    assert advance(s.state, 3, hello=False, replay=True).step is Step.REPLAYED
+    assert advance(s.state, 6, hello=False, replay=True).step is Step.NEXT

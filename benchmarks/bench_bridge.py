@@ -368,9 +368,7 @@ class Feeder:
                 break
             except queue.Empty:
                 if bridge is not None and bridge.proc.poll() is not None:
-                    raise BenchError(
-                        f"the bridge exited ({bridge.proc.returncode}):\n{bridge.tail()}"
-                    ) from None
+                    raise BenchError(f"the bridge exited ({bridge.proc.returncode}):\n{bridge.tail()}") from None
                 if time.monotonic() > end:
                     raise BenchError(f"no word from the feeder in {timeout:g}s") from None
         if event["event"] in ("error", "exit"):
@@ -615,8 +613,7 @@ def table(results: list[RunResult], med: dict[str, float | None]) -> str:
     for r in results:
         rows.append("| " + " | ".join(cell(getattr(r, key)) for key, _ in COLUMNS) + " |")
     med_cells = [
-        "**median**" if key == "run" else ("" if key not in med else f"**{cell(med[key])}**")
-        for key, _ in COLUMNS
+        "**median**" if key == "run" else ("" if key not in med else f"**{cell(med[key])}**") for key, _ in COLUMNS
     ]
     rows.append("| " + " | ".join(med_cells) + " |")
     return "\n".join(rows)
@@ -632,9 +629,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, default=4, help="simulated nodes, one pty each (4)")
     parser.add_argument("--seed", type=int, default=1, help="simulator seed (1)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
-    parser.add_argument(
-        "--timeout", type=float, default=120.0, help="give up on a run's feeder or messages after (s)"
-    )
+    parser.add_argument("--timeout", type=float, default=120.0, help="give up on a run's feeder or messages after (s)")
     parser.add_argument("--idle", type=float, default=10.0, help="stop waiting when no message for (s)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, spools)")
     args = parser.parse_args(argv)

@@ -101,13 +101,9 @@ def parse_node_config(payload: bytes, path: str = "config") -> NodeConfig:
         raise ConfigError(f"{path}.bed", "must be 1-32 letters, digits, '-' or '_'")
     interval = obj.get("interval_s")
     if interval is not None and (
-        isinstance(interval, bool)
-        or not isinstance(interval, int)
-        or not INTERVAL_MIN_S <= interval <= INTERVAL_MAX_S
+        isinstance(interval, bool) or not isinstance(interval, int) or not INTERVAL_MIN_S <= interval <= INTERVAL_MAX_S
     ):
-        raise ConfigError(
-            f"{path}.interval_s", f"must be a whole number of seconds, {INTERVAL_MIN_S}-{INTERVAL_MAX_S}"
-        )
+        raise ConfigError(f"{path}.interval_s", f"must be a whole number of seconds, {INTERVAL_MIN_S}-{INTERVAL_MAX_S}")
     retired = obj.get("retired", False)
     if not isinstance(retired, bool):
         raise ConfigError(f"{path}.retired", "must be true or false")

@@ -542,9 +542,7 @@ class Bridge:
                     continue  # known from the spool or a config only
                 due = now - node.status_sent_ms
                 if (node.status_dirty and due >= 1000) or due >= interval_ms:
-                    self.link.publish(
-                        self.topics.node_status(node.node), self._node_status(node), qos=1, retain=True
-                    )
+                    self.link.publish(self.topics.node_status(node.node), self._node_status(node), qos=1, retain=True)
                     node.status_sent_ms = now
                     node.status_dirty = False
         for node in self.nodes.values():

@@ -161,9 +161,7 @@ def load_bridge_settings(
         )
 
     ports_env = env.get("GARDEN_BRIDGE_PORTS")
-    ports = (
-        [p for p in ports_env.split(",") if p] if ports_env else _get(bridge_t, "bridge", "ports", list, [])
-    )
+    ports = [p for p in ports_env.split(",") if p] if ports_env else _get(bridge_t, "bridge", "ports", list, [])
     if not all(isinstance(p, str) and p for p in ports):
         raise ConfigError("bridge.ports", "must be a list of device paths")
     spool_path = env.get("GARDEN_BRIDGE_SPOOL") or _get(bridge_t, "bridge", "spool_path", str, None)

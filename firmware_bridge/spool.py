@@ -176,10 +176,7 @@ class Spool:
         return self._depth
 
     def node_states(self) -> dict[str, NodeSeq]:
-        return {
-            node: NodeSeq(**json.loads(state))
-            for node, state in self._db.execute("SELECT node, state FROM nodes")
-        }
+        return {node: NodeSeq(**json.loads(state)) for node, state in self._db.execute("SELECT node, state FROM nodes")}
 
     def close(self) -> None:
         self._db.close()

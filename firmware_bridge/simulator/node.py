@@ -120,9 +120,7 @@ class SimNode:
         self.rng = random.Random(f"{seed}:{node_id}")
         self.bed = physics.start_state(self.params, start_t_s)
         # Beds differ a little, as real ones do.
-        self.bed = physics.BedState(
-            self.bed.t_s, self.bed.theta + self.rng.uniform(-4.0, 2.0), self.bed.tank_l
-        )
+        self.bed = physics.BedState(self.bed.t_s, self.bed.theta + self.rng.uniform(-4.0, 2.0), self.bed.tank_l)
         self.boot_no = 0
         self.seq = 0
         self.readings = 0
@@ -158,9 +156,7 @@ class SimNode:
         line = encode_data(self.node_id, self.seq, values)
         sent = (self.seq, encode_data(self.node_id, self.seq, values, replay=True))
         if f.noise and self.rng.random() < f.noise:
-            out.append(
-                Emission(bytes(self.rng.randrange(32, 127) for _ in range(20)).replace(b"$", b"#") + b"\n")
-            )
+            out.append(Emission(bytes(self.rng.randrange(32, 127) for _ in range(20)).replace(b"$", b"#") + b"\n"))
         if f.partial and self.rng.random() < f.partial:
             cut = self.rng.randrange(2, len(line) - 3)
             out.append(Emission(line[:cut], sent=sent))
@@ -206,9 +202,7 @@ class SimNode:
             "bt0": round(3900 + 200 * physics.daylight(s.t_s) + rng.gauss(0.0, 5.0)),
         }
         if self.faults.sentinel and rng.random() < self.faults.sentinel:
-            key, bad = rng.choice(
-                [("st0", 85.0), ("st0", -127.0), ("sm0", 0.0), ("sm0", float(ADC_MAX)), ("tk0", 0.0)]
-            )
+            key, bad = rng.choice([("st0", 85.0), ("st0", -127.0), ("sm0", 0.0), ("sm0", float(ADC_MAX)), ("tk0", 0.0)])
             values[key] = bad
         if self.faults.failed and rng.random() < self.faults.failed:
             values[rng.choice(SENSORS)] = SensorError("nc")

@@ -30,9 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-bridge_app = typer.Typer(
-    help="The bridge from sensor nodes (serial) to the broker (MQTT).", no_args_is_help=True
-)
+bridge_app = typer.Typer(help="The bridge from sensor nodes (serial) to the broker (MQTT).", no_args_is_help=True)
 app.add_typer(bridge_app, name="bridge")
 
 console = Console()
@@ -46,9 +44,7 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="Config file (default: $GARDEN_CONFIG, ./garden.toml)."),
 ]
-VerboseOpt = Annotated[
-    int, typer.Option("--verbose", "-v", count=True, help="More log detail (-vv for debug).")
-]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log detail (-vv for debug).")]
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -92,9 +88,7 @@ def simulate(
         Path, typer.Option("--dir", help="Where the port symlinks go, one per node id.")
     ] = DEFAULT_SIM_DIR,
     seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 1,
-    interval: Annotated[
-        int, typer.Option(min=1, max=86_400, help="Seconds of simulated time per reading.")
-    ] = 300,
+    interval: Annotated[int, typer.Option(min=1, max=86_400, help="Seconds of simulated time per reading.")] = 300,
     speed: Annotated[float, typer.Option(min=0.001, help="Simulated seconds per wall-clock second.")] = 60.0,
     faults: Annotated[
         str,
@@ -119,8 +113,7 @@ def simulate(
     except ValueError as err:
         _fail(f"--faults: {err}", EXIT_USAGE)
     sim_nodes = [
-        SimNode(f"{prefix}-{i}", seed=seed, interval_s=interval, faults=fault_spec)
-        for i in range(1, nodes + 1)
+        SimNode(f"{prefix}-{i}", seed=seed, interval_s=interval, faults=fault_spec) for i in range(1, nodes + 1)
     ]
     ledger_file = ledger.open("a") if ledger is not None else None
     sim = Simulation(sim_nodes, directory, speed=speed, count=count, ledger=ledger_file)
@@ -128,11 +121,7 @@ def simulate(
         sim.open_ports()
     except OSError as err:
         _fail(f"cannot create ports in {directory}: {err}")
-    ports = [
-        {"node": r.node.node_id, "port": str(r.port.link), "device": r.port.device}
-        for r in sim.runners
-        if r.port
-    ]
+    ports = [{"node": r.node.node_id, "port": str(r.port.link), "device": r.port.device} for r in sim.runners if r.port]
     if as_json:
         print(json.dumps({"ports": ports}), flush=True)
     else:
@@ -142,9 +131,7 @@ def simulate(
         for row in ports:
             table.add_row(row["node"], row["port"], row["device"])
         console.print(table)
-        console.print(
-            f"Bridge them with: garden bridge run --port {directory}/{prefix}-1 ...  (Ctrl-C stops)"
-        )
+        console.print(f"Bridge them with: garden bridge run --port {directory}/{prefix}-1 ...  (Ctrl-C stops)")
     _on_signals(sim.stop_event.set)
     sim.run()
     if ledger_file is not None:
@@ -168,13 +155,9 @@ def _on_signals(stop: Any) -> None:
 def bridge_run(
     port: Annotated[
         list[str] | None,
-        typer.Option(
-            "--port", "-p", help="A serial port; repeat for more. Default: all of /dev/serial/by-id."
-        ),
+        typer.Option("--port", "-p", help="A serial port; repeat for more. Default: all of /dev/serial/by-id."),
     ] = None,
-    mqtt: Annotated[
-        str | None, typer.Option(help="Broker URL, mqtt://host:1883 (default from config).")
-    ] = None,
+    mqtt: Annotated[str | None, typer.Option(help="Broker URL, mqtt://host:1883 (default from config).")] = None,
     garden: Annotated[str | None, typer.Option(help="Garden id (default from config, else 'demo').")] = None,
     spool: Annotated[Path | None, typer.Option(help="Spool database path.")] = None,
     config: ConfigOpt = None,
@@ -184,9 +167,7 @@ def bridge_run(
     from firmware_bridge.service import Bridge
 
     _logging(verbose)
-    settings = _settings(
-        config, ports=tuple(port) if port else None, mqtt_url=mqtt, garden=garden, spool_path=spool
-    )
+    settings = _settings(config, ports=tuple(port) if port else None, mqtt_url=mqtt, garden=garden, spool_path=spool)
     try:
         bridge = Bridge(settings)
     except BridgeError as err:
@@ -228,9 +209,7 @@ def bridge_status(
         print(json.dumps({"garden": settings.garden, "bridges": bridges, "nodes": nodes}, indent=2))
         return
     if not bridges and not nodes:
-        console.print(
-            f"No bridge or node has reported for garden {settings.garden!r} on {settings.broker!r}."
-        )
+        console.print(f"No bridge or node has reported for garden {settings.garden!r} on {settings.broker!r}.")
         return
     table = Table(title=f"Bridges of garden {settings.garden}")
     for column in ("bridge", "state", "ports open", "rejected lines", "spool", "published"):
@@ -272,15 +251,11 @@ def bridge_status(
 def up(
     mqtt: Annotated[str | None, typer.Option(help="Broker URL (default from config).")] = None,
     garden: Annotated[str | None, typer.Option(help="Garden id (default from config, else 'demo').")] = None,
-    nodes: Annotated[
-        int, typer.Option(min=1, max=64, help="Simulated nodes, when no hardware is plugged in.")
-    ] = 3,
+    nodes: Annotated[int, typer.Option(min=1, max=64, help="Simulated nodes, when no hardware is plugged in.")] = 3,
     speed: Annotated[float, typer.Option(min=0.001, help="Simulated seconds per wall second.")] = 60.0,
     simulate_nodes: Annotated[
         bool | None,
-        typer.Option(
-            "--simulate/--no-simulate", help="Force simulated nodes on or off (default: when no hardware)."
-        ),
+        typer.Option("--simulate/--no-simulate", help="Force simulated nodes on or off (default: when no hardware)."),
     ] = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = 1,

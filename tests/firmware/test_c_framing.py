@@ -204,9 +204,7 @@ def test_ratio_rounds_the_exact_quotient(harness: Path) -> None:
     for _ in range(4000):
         den = rng.choice([1, 2, 16, 128, 1024, 65535, 1000, 3, 7, rng.randint(1, 70000)])
         den *= rng.choice([1, -1])
-        pairs.append(
-            (rng.randint(-(2**31), INT32_MAX) if rng.random() < 0.3 else rng.randint(-(10**6), 10**6), den)
-        )
+        pairs.append((rng.randint(-(2**31), INT32_MAX) if rng.random() < 0.3 else rng.randint(-(10**6), 10**6), den))
     raw = run(harness, "format", data="".join(f"r {n} {d}\n" for n, d in pairs).encode())
     got = raw.decode().splitlines()
     for (n, d, want), text in zip(cases, got[: len(cases)], strict=True):

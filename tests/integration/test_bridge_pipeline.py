@@ -61,9 +61,7 @@ class SimThread:
         self.thread.join(5)
 
 
-def report(
-    name: str, produced: set[tuple[str, int, int]], got: list[tuple[str, int, int]]
-) -> tuple[int, int]:
+def report(name: str, produced: set[tuple[str, int, int]], got: list[tuple[str, int, int]]) -> tuple[int, int]:
     counts = Counter(got)
     missing = produced - set(counts)
     lost = len(missing)
@@ -115,9 +113,7 @@ def sim_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
         s.stop()
 
 
-def start_bridge(
-    sim: SimThread, broker: Broker, tmp: Path, made: list[BridgeProcess], garden: str
-) -> BridgeProcess:
+def start_bridge(sim: SimThread, broker: Broker, tmp: Path, made: list[BridgeProcess], garden: str) -> BridgeProcess:
     bridge = BridgeProcess(sim.links, broker, tmp, garden)
     made.append(bridge)
     bridge.start()
@@ -234,9 +230,7 @@ def test_bridge_sigkill_and_restart(
     # stored (GR); the bridge dropped what its spool already had.
     wait_for(lambda: collector.status("bridge/test-bridge").get("counters"), 10, "bridge status")
     counters = collector.status("bridge/test-bridge")["counters"]
-    COUNTS.append(
-        f"[sigkill] node replays already stored, dropped: {counters.get('replays_already_stored', 0)}"
-    )  # type: ignore[union-attr]
+    COUNTS.append(f"[sigkill] node replays already stored, dropped: {counters.get('replays_already_stored', 0)}")  # type: ignore[union-attr]
     assert counters.get("replays_already_stored", 0) > 0  # type: ignore[union-attr]
     assert_seq_continuity(got, produced)
     bridge.kill(signal.SIGTERM)

@@ -17,9 +17,7 @@ def test_two_point_default_maps_the_end_points() -> None:
     assert out.raw == {"sm0": 520, "sm1": 260, "sm2": 390}
 
 
-@pytest.mark.parametrize(
-    ("key", "value"), [("st0", 85.0), ("st0", -127), ("sm0", 0), ("sm0", 1023), ("tk0", 0)]
-)
+@pytest.mark.parametrize(("key", "value"), [("st0", 85.0), ("st0", -127), ("sm0", 0), ("sm0", 1023), ("tk0", 0)])
 def test_sentinels_are_never_calibrated(key: str, value: float) -> None:
     out = calibrate({key: value, "at0": 20.5})
     assert out.errors == {key: "sentinel"}

@@ -74,9 +74,7 @@ def test_the_bridge_imports_nothing_of_the_hub() -> None:
     assert {"serial", "paho"} <= loaded
 
 
-@pytest.mark.parametrize(
-    "doc", ["README.md", "docs/protocol.md", "docs/architecture.md", "docs/configuration.md"]
-)
+@pytest.mark.parametrize("doc", ["README.md", "docs/protocol.md", "docs/architecture.md", "docs/configuration.md"])
 def test_docs_exist(doc: str) -> None:
     assert len((ROOT / doc).read_text()) > 500
 

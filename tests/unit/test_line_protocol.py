@@ -55,9 +55,7 @@ ack_frames = st.one_of(
     st.builds(AckFrame, node_ids, seqs, st.just(True)),
     st.builds(AckFrame, node_ids, seqs, st.just(False), st.from_regex(r"[a-z][a-z_]{0,10}", fullmatch=True)),
 )
-replay_frames = st.builds(
-    DataFrame, node_ids, seqs, st.dictionaries(keys, values, max_size=4), replay=st.just(True)
-)
+replay_frames = st.builds(DataFrame, node_ids, seqs, st.dictionaries(keys, values, max_size=4), replay=st.just(True))
 stored_frames = st.builds(StoredFrame, node_ids, seqs)
 frames = st.one_of(data_frames, replay_frames, hello_frames, command_frames, ack_frames, stored_frames)
 

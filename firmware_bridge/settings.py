@@ -107,14 +107,14 @@ def read_secret(env: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+def table_of(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     value = data.get(name, {})
     if not isinstance(value, Mapping):
         raise ConfigError(name, "must be a table")
     return value
 
 
-def _get(table: Mapping[str, Any], path: str, key: str, kind: type, default: Any) -> Any:
+def typed_value(table: Mapping[str, Any], path: str, key: str, kind: type, default: Any) -> Any:
     value = table.get(key, default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -135,7 +135,7 @@ def load_bridge_settings(
     unknown = set(data) - {"garden", "mqtt", "bridge", "hub", "influx", "grafana", "beds", "members"}
     if unknown:
         raise ConfigError(sorted(unknown)[0], "unknown section")
-    garden_t, mqtt_t, bridge_t = (_section(data, n) for n in ("garden", "mqtt", "bridge"))
+    garden_t, mqtt_t, bridge_t = (table_of(data, n) for n in ("garden", "mqtt", "bridge"))
     known_bridge = {
         "id", "ports", "baudrate", "spool_path", "spool_max_rows", "spool_overflow",
         "spool_synchronous", "publish_window", "keepalive_s", "status_interval_s",
@@ -144,11 +144,11 @@ def load_bridge_settings(
     for key in set(bridge_t) - known_bridge:
         raise ConfigError(f"bridge.{key}", f"unknown key; expected one of {sorted(known_bridge)}")
 
-    garden = env.get("GARDEN_GARDEN") or _get(garden_t, "garden", "id", str, "demo")
-    url = env.get("GARDEN_MQTT_URL") or _get(mqtt_t, "mqtt", "url", str, "mqtt://localhost:1883")
+    garden = env.get("GARDEN_GARDEN") or typed_value(garden_t, "garden", "id", str, "demo")
+    url = env.get("GARDEN_MQTT_URL") or typed_value(mqtt_t, "mqtt", "url", str, "mqtt://localhost:1883")
     url_path = "GARDEN_MQTT_URL" if env.get("GARDEN_MQTT_URL") else "mqtt.url"
     broker = parse_broker_url(overrides.pop("mqtt_url", None) or url, url_path)
-    username = env.get("GARDEN_MQTT_USERNAME") or _get(mqtt_t, "mqtt", "username", str, None)
+    username = env.get("GARDEN_MQTT_USERNAME") or typed_value(mqtt_t, "mqtt", "username", str, None)
     password = read_secret(env, "GARDEN_MQTT_PASSWORD")
     if "password" in mqtt_t:
         raise ConfigError(
@@ -161,11 +161,11 @@ def load_bridge_settings(
         )
 
     ports_env = env.get("GARDEN_BRIDGE_PORTS")
-    ports = [p for p in ports_env.split(",") if p] if ports_env else _get(bridge_t, "bridge", "ports", list, [])
+    ports = [p for p in ports_env.split(",") if p] if ports_env else typed_value(bridge_t, "bridge", "ports", list, [])
     if not all(isinstance(p, str) and p for p in ports):
         raise ConfigError("bridge.ports", "must be a list of device paths")
-    spool_path = env.get("GARDEN_BRIDGE_SPOOL") or _get(bridge_t, "bridge", "spool_path", str, None)
-    overflow = _get(bridge_t, "bridge", "spool_overflow", str, "drop_oldest")
+    spool_path = env.get("GARDEN_BRIDGE_SPOOL") or typed_value(bridge_t, "bridge", "spool_path", str, None)
+    overflow = typed_value(bridge_t, "bridge", "spool_overflow", str, "drop_oldest")
     try:
         overflow_policy = OverflowPolicy(overflow)
     except ValueError:
@@ -173,19 +173,19 @@ def load_bridge_settings(
 
     values: dict[str, Any] = {
         "garden": garden,
-        "bridge_id": env.get("GARDEN_BRIDGE_ID") or _get(bridge_t, "bridge", "id", str, None),
+        "bridge_id": env.get("GARDEN_BRIDGE_ID") or typed_value(bridge_t, "bridge", "id", str, None),
         "broker": broker,
         "ports": tuple(ports),
-        "baudrate": _get(bridge_t, "bridge", "baudrate", int, 115200),
+        "baudrate": typed_value(bridge_t, "bridge", "baudrate", int, 115200),
         "spool_path": Path(spool_path) if spool_path else None,
-        "spool_max_rows": _get(bridge_t, "bridge", "spool_max_rows", int, 200_000),
+        "spool_max_rows": typed_value(bridge_t, "bridge", "spool_max_rows", int, 200_000),
         "spool_overflow": overflow_policy,
-        "spool_synchronous": _get(bridge_t, "bridge", "spool_synchronous", str, "normal"),
-        "publish_window": _get(bridge_t, "bridge", "publish_window", int, 200),
-        "keepalive_s": _get(bridge_t, "bridge", "keepalive_s", int, 30),
-        "status_interval_s": _get(bridge_t, "bridge", "status_interval_s", float, 60.0),
-        "command_timeout_s": _get(bridge_t, "bridge", "command_timeout_s", float, 5.0),
-        "command_retries": _get(bridge_t, "bridge", "command_retries", int, 3),
+        "spool_synchronous": typed_value(bridge_t, "bridge", "spool_synchronous", str, "normal"),
+        "publish_window": typed_value(bridge_t, "bridge", "publish_window", int, 200),
+        "keepalive_s": typed_value(bridge_t, "bridge", "keepalive_s", int, 30),
+        "status_interval_s": typed_value(bridge_t, "bridge", "status_interval_s", float, 60.0),
+        "command_timeout_s": typed_value(bridge_t, "bridge", "command_timeout_s", float, 5.0),
+        "command_retries": typed_value(bridge_t, "bridge", "command_retries", int, 3),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     values = {k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,15 @@
+"""The hub's exceptions: one small tree rooted in :class:`GardenError`.
+
+- ``garden.influx.InfluxError`` and its kinds: unreachable, auth, missing
+  database, rejected data, failed query;
+- ``firmware_bridge.errors.ConfigError`` is used for bad settings on both
+  sides, so a config error always names its key's path the same way.
+
+Only the CLI turns these into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+
+class GardenError(Exception):
+    """Root of the hub's exceptions."""

@@ -1,0 +1,277 @@
+"""The InfluxDB adapter: version detection, writes, InfluxQL reads, clear errors.
+
+- **Version** comes from ``/ping`` (the ``X-Influxdb-Version`` header).
+- **Writes** are line protocol (built by :mod:`garden.points`). Servers that
+  have ``/api/v2/write`` (1.8 and newer, 2.x, 3.x) get it through
+  influxdb-client's write API; older 1.x (Debian's and Raspberry Pi OS's 1.6)
+  get v1 ``/write``.
+- **Reads** are InfluxQL over ``/query``, which 1.x, 2.x (through a DBRP
+  mapping) and 3.x all answer. User input goes only in bound parameters
+  (``params``), never into the query text. No Flux anywhere.
+- **Auth**: a token (2.x, 3.x: ``Authorization: Token``) or a user and password
+  (1.x: basic auth).
+
+Errors are :class:`InfluxError` subclasses whose message names the command
+that fixes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import urllib3
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
+
+from garden.errors import GardenError
+
+log = logging.getLogger(__name__)
+
+
+class InfluxError(GardenError):
+    """Something went wrong talking to InfluxDB."""
+
+
+class InfluxUnreachable(InfluxError):
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(
+            f"cannot reach InfluxDB at {url}: {problem}. Is it running? "
+            "(scripts/run.sh starts one; `garden doctor` checks the setup)"
+        )
+        self.url = url
+
+
+class InfluxAuthError(InfluxError):
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(
+            f"InfluxDB at {url} refused our credentials ({problem}). Check GARDEN_INFLUX_TOKEN "
+            "(2.x/3.x) or GARDEN_INFLUX_USERNAME/GARDEN_INFLUX_PASSWORD (1.x); "
+            "`garden doctor` shows which is used"
+        )
+        self.url = url
+
+
+class InfluxMissingDatabase(InfluxError):
+    def __init__(self, database: str) -> None:
+        super().__init__(
+            f"InfluxDB has no database or bucket {database!r}. Create it with `garden hub init` "
+            "(1.x), or `influx bucket create` plus a DBRP mapping (2.x)"
+        )
+        self.database = database
+
+
+class InfluxRejected(InfluxError):
+    """The server refused the data itself (a 4xx other than auth): retrying will not help."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"InfluxDB rejected the write: {problem}")
+        self.problem = problem
+
+
+class InfluxQueryError(InfluxError):
+    def __init__(self, query: str, problem: str) -> None:
+        super().__init__(f"InfluxQL query failed: {problem}")
+        self.query = query
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class InfluxSettings:
+    url: str = "http://127.0.0.1:8086"
+    database: str = "garden"
+    retention_policy: str = ""  # "" is the database's default
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    org: str = "garden"
+    timeout_s: float = 10.0
+
+    def __repr__(self) -> str:  # never show secrets
+        auth = "token" if self.token else ("user " + self.username if self.username else "no auth")
+        return f"InfluxSettings({self.url}, db={self.database}, {auth})"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    version: str
+    major: int
+    minor: int
+
+    @property
+    def has_v2_write(self) -> bool:
+        """1.8 added /api/v2/write; 2.x and 3.x have it."""
+        return (self.major, self.minor) >= (1, 8)
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One series of an InfluxQL result."""
+
+    name: str
+    tags: Mapping[str, str]
+    columns: tuple[str, ...]
+    values: tuple[tuple[Any, ...], ...] = field(default_factory=tuple)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.values]
+
+
+def parse_version(header: str) -> tuple[int, int]:
+    match = re.match(r"v?(\d+)\.(\d+)", header.strip())
+    if not match:
+        raise InfluxError(f"cannot tell the InfluxDB version from {header!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+class Influx:
+    """One InfluxDB server. Thread-safe for concurrent queries and writes."""
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        self.settings = settings
+        self._http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(3.0, settings.timeout_s), read=settings.timeout_s),
+            retries=False,
+        )
+        self._server: ServerInfo | None = None
+        self._client: InfluxDBClient | None = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()  # type: ignore[no-untyped-call]
+        self._http.clear()
+
+    # ----------------------------------------------------------- plumbing
+
+    def _headers(self) -> dict[str, str]:
+        s = self.settings
+        if s.token:
+            return {"Authorization": f"Token {s.token}"}
+        if s.username:
+            return urllib3.make_headers(basic_auth=f"{s.username}:{s.password or ''}")
+        return {}
+
+    def _request(self, method: str, path: str, fields: Mapping[str, str] | None = None,
+                 body: bytes | None = None) -> urllib3.BaseHTTPResponse:  # fmt: skip
+        url = self.settings.url.rstrip("/") + path
+        try:
+            if body is not None:
+                query = "&".join(f"{k}={quote(v)}" for k, v in (fields or {}).items())
+                return self._http.request(method, f"{url}?{query}", body=body, headers=self._headers())
+            return self._http.request(method, url, fields=fields, headers=self._headers())
+        except urllib3.exceptions.HTTPError as err:
+            raise InfluxUnreachable(self.settings.url, _reason(err)) from err
+
+    def _check(self, response: urllib3.BaseHTTPResponse, what: str) -> None:
+        status = response.status
+        if status < 300:
+            return
+        text = response.data.decode(errors="replace")[:300]
+        if status in (401, 403):
+            raise InfluxAuthError(self.settings.url, text.strip() or str(status))
+        if "database not found" in text or ("bucket" in text and "not found" in text):
+            raise InfluxMissingDatabase(self.settings.database)
+        if 400 <= status < 500:
+            raise InfluxRejected(f"{what}: HTTP {status}: {text}")
+        raise InfluxUnreachable(self.settings.url, f"{what}: HTTP {status}: {text}")
+
+    # ---------------------------------------------------------------- API
+
+    def ping(self) -> ServerInfo:
+        response = self._request("GET", "/ping")
+        if response.status >= 300:
+            self._check(response, "ping")
+        header = response.headers.get("X-Influxdb-Version")
+        if not header:
+            raise InfluxUnreachable(self.settings.url, "no X-Influxdb-Version header: is this InfluxDB?")
+        major, minor = parse_version(header)
+        self._server = ServerInfo(header, major, minor)
+        return self._server
+
+    @property
+    def server(self) -> ServerInfo:
+        return self._server or self.ping()
+
+    def write_lines(self, lines: Sequence[str], *, retention_policy: str | None = None) -> None:
+        """Write points (line protocol, ms precision). Raises an InfluxError on failure."""
+        if not lines:
+            return
+        rp = self.settings.retention_policy if retention_policy is None else retention_policy
+        body = "\n".join(lines).encode()
+        if self.server.has_v2_write:
+            self._write_v2(body, rp)
+        else:
+            params = {"db": self.settings.database, "precision": "ms"}
+            if rp:
+                params["rp"] = rp
+            self._check(self._request("POST", "/write", params, body=body), "write")
+
+    def _write_v2(self, body: bytes, rp: str) -> None:
+        s = self.settings
+        if self._client is None:
+            # 1.8 takes "user:password" as the token; 2.x/3.x a real token.
+            token = s.token or (f"{s.username}:{s.password or ''}" if s.username else "")
+            self._client = InfluxDBClient(url=s.url, token=token, org=s.org, timeout=int(s.timeout_s * 1000))
+        bucket = f"{s.database}/{rp}" if rp else s.database
+        try:
+            self._client.write_api(write_options=SYNCHRONOUS).write(
+                bucket=bucket,
+                org=s.org,
+                record=body,
+                write_precision="ms",  # type: ignore[arg-type]
+            )
+        except ApiException as err:
+            text = (err.body or err.reason or "").strip() if isinstance(err.body, str | None) else str(err)
+            if err.status in (401, 403):
+                raise InfluxAuthError(s.url, text) from err
+            if err.status == 404:
+                raise InfluxMissingDatabase(bucket) from err
+            if err.status is not None and 400 <= err.status < 500:
+                raise InfluxRejected(f"HTTP {err.status}: {text}") from err
+            raise InfluxUnreachable(s.url, f"HTTP {err.status}: {text}") from err
+        except urllib3.exceptions.HTTPError as err:
+            raise InfluxUnreachable(s.url, _reason(err)) from err
+
+    def query(self, q: str, params: Mapping[str, Any] | None = None, *, database: str | None = None) -> list[Series]:
+        """Run InfluxQL; user input only in ``params`` (``$name`` in ``q``). Times in epoch ms."""
+        fields = {"q": q, "db": database or self.settings.database, "epoch": "ms"}
+        if params:
+            fields["params"] = json.dumps(params)
+        response = self._request("POST", "/query", fields)
+        self._check(response, "query")
+        try:
+            doc = json.loads(response.data)
+        except ValueError as err:
+            raise InfluxQueryError(q, f"not JSON: {err}") from err
+        out: list[Series] = []
+        for result in doc.get("results", []):
+            if "error" in result:
+                if "database not found" in result["error"]:
+                    raise InfluxMissingDatabase(database or self.settings.database)
+                raise InfluxQueryError(q, result["error"])
+            for series in result.get("series", []):
+                out.append(
+                    Series(
+                        series.get("name", ""),
+                        series.get("tags", {}),
+                        tuple(series.get("columns", [])),
+                        tuple(tuple(v) for v in series.get("values", [])),
+                    )
+                )
+        return out
+
+    def execute(self, statement: str) -> None:
+        """An administrative InfluxQL statement (CREATE DATABASE ...). No user input here."""
+        self.query(statement, database="")
+
+
+def _reason(err: Exception) -> str:
+    # urllib3 puts the connection object's repr first; the cause is after it.
+    text = str(getattr(err, "reason", None) or err)
+    return text.split(">: ", 1)[-1]

@@ -5,6 +5,7 @@ garden/<garden>/node/<node>/telemetry    QoS1, not retained: one reading (JSON)
 garden/<garden>/node/<node>/status       retained: {state, fw, interval_s, last_seen, ...}
 garden/<garden>/node/<node>/config       retained, written by volunteers: {bed, calibration, interval_s}
 garden/<garden>/bridge/<bridge>/status   retained, last will {"state": "offline"}
+garden/<garden>/hub/<hub>/status         retained, last will {"state": "offline"}
 garden/<garden>/alert/<kind>/<subject>   QoS1: an alert raised or resolved
 garden/<garden>/event/<type>             QoS1: the commons' journal
 homeassistant/device/<garden>_<node>/config   retained: Home Assistant discovery
@@ -56,6 +57,9 @@ class Topics:
     def bridge_status(self, bridge: str) -> str:
         return f"{self.base}/bridge/{bridge}/status"
 
+    def hub_status(self, hub: str) -> str:
+        return f"{self.base}/hub/{hub}/status"
+
     def alert(self, kind: str, subject: str) -> str:
         return f"{self.base}/alert/{kind}/{subject}"
 
@@ -65,6 +69,21 @@ class Topics:
     @property
     def all_telemetry(self) -> str:
         return f"{self.base}/node/+/telemetry"
+
+    @property
+    def all_node_status(self) -> str:
+        return f"{self.base}/node/+/status"
+
+    @property
+    def all_bridge_status(self) -> str:
+        return f"{self.base}/bridge/+/status"
+
+    def kind_and_name(self, topic: str) -> tuple[str, str, str] | None:
+        """``(kind, name, leaf)`` of ``garden/<g>/<kind>/<name>/<leaf>`` in this garden, else None."""
+        parts = topic.split("/")
+        if len(parts) == 5 and parts[0] == ROOT and parts[1] == self.garden and NAME_RE.fullmatch(parts[3]):
+            return parts[2], parts[3], parts[4]
+        return None
 
     @property
     def all_node_configs(self) -> str:

@@ -23,6 +23,8 @@ from firmware_bridge import __version__
 from firmware_bridge.errors import BridgeError, ConfigError
 from firmware_bridge.mqtt_link import read_retained
 from firmware_bridge.settings import BridgeSettings, load_bridge_settings
+from garden.errors import GardenError
+from garden.settings import HubSettings
 
 app = typer.Typer(
     name="garden",
@@ -241,6 +243,142 @@ def bridge_status(
             str(n.get("lost", "")),
             f"{battery:.2f} V" if battery else "",
         )
+    console.print(table)
+
+
+# ------------------------------------------------------------------------ hub
+
+hub_app = typer.Typer(help="The hub: MQTT to InfluxDB, with nothing lost on the way.", no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
+
+
+def _hub_settings(config: Path | None, **overrides: Any) -> HubSettings:
+    from garden.settings import load_hub_settings
+
+    try:
+        return load_hub_settings(config, **overrides)
+    except ConfigError as err:
+        _fail(f"config {err}", EXIT_USAGE)
+
+
+@hub_app.command("run")
+def hub_run(
+    mqtt: Annotated[str | None, typer.Option(help="Broker URL (default from config).")] = None,
+    influx: Annotated[str | None, typer.Option(help="InfluxDB URL (default from config).")] = None,
+    garden: Annotated[str | None, typer.Option(help="Garden id (default from config, else 'demo').")] = None,
+    config: ConfigOpt = None,
+    verbose: VerboseOpt = 1,
+) -> None:
+    """Ingest the garden's MQTT telemetry and status into InfluxDB, durably and in order."""
+    from garden.hub import Hub
+
+    _logging(verbose)
+    settings = _hub_settings(config, mqtt_url=mqtt, influx_url=influx, garden=garden)
+    try:
+        hub = Hub(settings)
+    except (BridgeError, GardenError) as err:
+        _fail(str(err))
+    _on_signals(hub.request_stop)
+    hub.run()
+
+
+@hub_app.command("init")
+def hub_init(
+    influx: Annotated[str | None, typer.Option(help="InfluxDB URL (default from config).")] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was done as JSON.")] = False,
+) -> None:
+    """Create the InfluxDB database and its retention policies (raw, hourly, daily) on 1.x."""
+    from garden.influx import Influx
+    from garden.schema import ensure_schema
+
+    settings = _hub_settings(config, influx_url=influx)
+    client = Influx(settings.influx)
+    try:
+        done = ensure_schema(client)
+    except GardenError as err:
+        _fail(str(err))
+    finally:
+        client.close()
+    if as_json:
+        print(json.dumps({"database": settings.influx.database, "done": done}))
+    else:
+        for item in done:
+            console.print(f"  {item}")
+        console.print(f"InfluxDB database [bold]{settings.influx.database}[/bold] is ready.")
+
+
+@hub_app.command("status")
+def hub_status(
+    mqtt: Annotated[str | None, typer.Option(help="Broker URL (default from config).")] = None,
+    garden: Annotated[str | None, typer.Option(help="Garden id (default from config).")] = None,
+    wait: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for retained status.")] = 1.5,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show each hub's ingest health: rate, lag, backlog, refused messages and dead letters."""
+    from firmware_bridge.topics import Topics
+
+    settings = _hub_settings(config, mqtt_url=mqtt, garden=garden)
+    topics = Topics(settings.garden)
+    try:
+        retained = read_retained(settings.broker, (f"{topics.base}/hub/+/status",), wait_s=wait)
+    except BridgeError as err:
+        _fail(str(err))
+    hubs = {topic.split("/")[3]: json.loads(payload) for topic, payload in retained.items()}
+    if as_json:
+        print(json.dumps({"garden": settings.garden, "hubs": hubs}, indent=2))
+        return
+    if not hubs:
+        console.print(f"No hub has reported for garden {settings.garden!r} on {settings.broker!r}.")
+        return
+    table = Table(title=f"Hubs of garden {settings.garden}")
+    for column in ("hub", "state", "InfluxDB", "msgs/s", "lag", "backlog", "refused", "dead letters"):
+        table.add_column(column)
+    for name, h in sorted(hubs.items()):
+        lag = h.get("lag_ms")
+        table.add_row(
+            name,
+            h.get("state", "?"),
+            h.get("influx", "?"),
+            str(h.get("rate_msgs_s", "")),
+            f"{lag / 1000:.1f} s" if isinstance(lag, int) else "",
+            str(h.get("backlog_batches", "")),
+            str(sum(h.get("refused", {}).values())),
+            str(h.get("dead_letters", "")),
+        )
+    console.print(table)
+
+
+@hub_app.command("dead-letters")
+def hub_dead_letters(
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many, newest first.")] = 20,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the messages the hub refused, newest first, with the reason (run on the hub)."""
+    from garden.dead_letters import DeadLetterStore
+
+    settings = _hub_settings(config)
+    path = settings.data_dir / "hub-dead-letters.sqlite3"
+    if not path.exists():
+        _fail(f"no dead-letter store at {path}: is this the hub, and has it run? (GARDEN_DATA_DIR)")
+    store = DeadLetterStore(path)
+    letters = store.latest(limit)
+    store.close()
+    if as_json:
+        rows = [
+            {"id": d.id, "received_ms": d.received_ms, "topic": d.topic, "reason": d.reason, "detail": d.detail,
+             "payload": d.payload.decode(errors="replace")}
+            for d in letters
+        ]  # fmt: skip
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"Refused messages ({len(letters)} newest)")
+    for column in ("id", "topic", "reason", "detail", "payload"):
+        table.add_column(column, overflow="fold")
+    for d in letters:
+        table.add_row(str(d.id), d.topic, d.reason, d.detail, d.payload[:80].decode(errors="replace"))
     console.print(table)
 
 

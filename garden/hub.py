@@ -1,0 +1,360 @@
+"""The hub's ingester (``garden hub run``): MQTT in, InfluxDB out, nothing lost.
+
+- **Durable before acked.** The hub subscribes with a persistent MQTT v5
+  session (fixed client id, session expiry) at QoS 1 and acknowledges each
+  message itself (paho's manual ack) only once its points are durable:
+  written to InfluxDB, or committed to the hub's local spool while InfluxDB
+  is away. A crash before that leaves the message with the broker, which
+  sends it again.
+- **In order.** While the spool holds anything, new batches go behind it,
+  and a drainer writes the spool to InfluxDB oldest first when it answers.
+- **Idempotent.** Points carry the source's timestamp, so a redelivered
+  message overwrites its own points.
+- **Batched** by size (``batch_size`` messages) and time (``batch_ms``).
+- **Refused messages** are counted by reason, logged, acknowledged (they
+  would never get better) and kept in the dead-letter store.
+- **Health** is published as retained ``garden/<g>/hub/<id>/status`` (with a
+  last will) and written to InfluxDB as ``hub_ingest``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from firmware_bridge.backoff import Backoff
+from firmware_bridge.errors import SpoolError
+from firmware_bridge.messages import compact_json
+from firmware_bridge.spool import OverflowPolicy, Spool
+from firmware_bridge.topics import Topics
+from garden import __version__
+from garden.dead_letters import DeadLetterStore
+from garden.influx import Influx, InfluxError, InfluxRejected
+from garden.ingest import Points, Refused, bridge_status_points, node_status_points, telemetry_points
+from garden.points import line
+from garden.settings import HubSettings
+
+log = logging.getLogger(__name__)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_ms: int
+
+
+class Hub:
+    """Runs until :meth:`request_stop`."""
+
+    def __init__(self, settings: HubSettings, *, clock_ms: Callable[[], int] = wall_ms) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.garden)
+        self._clock_ms = clock_ms
+        self._stop = threading.Event()
+        self.influx = Influx(settings.influx)
+        self.spool = Spool(settings.spool_path, max_rows=settings.spool_max_rows, overflow=OverflowPolicy.DROP_OLDEST)
+        self.dead = DeadLetterStore(settings.data_dir / "hub-dead-letters.sqlite3")
+        self.counters: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        self._inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
+        self._connected = threading.Event()
+        self._drain_backoff = Backoff(base=0.5, cap=15.0)
+        self._drain_next = 0.0
+        self._influx_ok = True
+        self._last_reading_ts: int | None = None
+        self._status_sent = 0.0
+        self._rate_mark = (time.monotonic(), 0)
+        self._client = self._make_client()
+
+    # ------------------------------------------------------------------ MQTT
+
+    @property
+    def _status_topic(self) -> str:
+        return self.topics.hub_status(self.settings.hub_id)
+
+    def _subscriptions(self) -> list[str]:
+        topics = [self.topics.all_telemetry]
+        if self.settings.shared_group:
+            # Several hubs share one stream; each message goes to one of them.
+            topics = [f"$share/{self.settings.shared_group}/{t}" for t in topics]
+        return [*topics, self.topics.all_node_status, self.topics.all_bridge_status]
+
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"garden-hub-{s.garden}-{s.hub_id}",
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        client.reconnect_delay_set(min_delay=1, max_delay=8)
+        if s.broker.username:
+            client.username_pw_set(s.broker.username, s.broker.password)
+        if s.broker.tls:
+            client.tls_set()
+        client.will_set(self._status_topic, compact_json({"state": "offline", "hub": s.hub_id}), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, reason: ReasonCode, props: object
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused the hub: %s", reason)
+            return
+        log.info("connected to %r (session present: %s)", self.settings.broker, flags.session_present)
+        client.subscribe([(t, 1) for t in self._subscriptions()])
+        self._connected.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode, props: object
+    ) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("broker connection lost: %s", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        self._inbox.put(Received(message.mid, message.qos, message.topic, bytes(message.payload), self._clock_ms()))
+
+    # --------------------------------------------------------------- running
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        s = self.settings
+        log.info(
+            "hub %s for garden %s: broker %r, %r, spool %s (%d batches waiting)",
+            s.hub_id,
+            s.garden,
+            s.broker,
+            s.influx,
+            s.spool_path,
+            self.spool.depth,
+        )
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = s.session_expiry_s
+        # Messages stay unacknowledged until their batch is durable, so let
+        # the broker have several batches in flight (MQTT v5 Receive Maximum).
+        props.ReceiveMaximum = min(65535, 4 * s.batch_size)
+        self._client.connect_async(s.broker.host, s.broker.port, keepalive=30, clean_start=False, properties=props)
+        self._client.loop_start()
+        try:
+            while not self._stop.is_set():
+                self.step()
+        finally:
+            self._shutdown()
+
+    def step(self) -> None:
+        batch = self._collect()
+        if batch:
+            self._handle(batch)
+        self._drain()
+        self._maybe_status()
+
+    def _collect(self) -> list[Received]:
+        """Up to batch_size messages, waiting at most batch_ms after the first."""
+        try:
+            first = self._inbox.get(timeout=0.1)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.settings.batch_ms / 1000
+        while len(batch) < self.settings.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._inbox.get(timeout=remaining) if remaining > 0 else self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    # -------------------------------------------------------------- handling
+
+    def _points(self, message: Received) -> Points:
+        where = self.topics.kind_and_name(message.topic)
+        if where is None:
+            raise Refused("unknown_topic", message.topic[:80])
+        kind, name, leaf = where
+        if kind == "node" and leaf == "telemetry":
+            return telemetry_points(self.settings.garden, name, message.payload, message.received_ms)
+        if kind == "node" and leaf == "status":
+            return node_status_points(self.settings.garden, name, message.payload, message.received_ms)
+        if kind == "bridge" and leaf == "status":
+            return bridge_status_points(self.settings.garden, name, message.payload, message.received_ms)
+        raise Refused("unknown_topic", message.topic[:80])
+
+    def _handle(self, batch: list[Received]) -> None:
+        lines: list[str] = []
+        dead: list[tuple[int, str, str, str, bytes]] = []
+        for message in batch:
+            try:
+                points = self._points(message)
+            except Refused as err:
+                self.refused[err.reason] += 1
+                log.warning("refused a message on %s: %s", message.topic, err)
+                dead.append((message.received_ms, message.topic, err.reason, err.detail, message.payload))
+                continue
+            lines.extend(points.lines)
+            if points.ts_ms is not None:
+                self._last_reading_ts = max(self._last_reading_ts or 0, points.ts_ms)
+                self.counters["readings"] += 1
+        self.counters["received"] += len(batch)
+        try:
+            self.dead.add(dead)
+            self._store(lines)
+        except (SpoolError, InfluxError) as err:
+            # Nothing durable: leave the messages unacknowledged; the broker
+            # sends them again after a reconnect or restart.
+            log.error("batch of %d messages not stored, not acknowledged: %s", len(batch), err)
+            self.counters["unstored_batches"] += 1
+            return
+        for message in batch:
+            if message.qos > 0:
+                self._client.ack(message.mid, message.qos)
+        self.counters["acked"] += len(batch)
+
+    def _store(self, lines: list[str]) -> None:
+        """Make ``lines`` durable: in InfluxDB, or in the spool behind what waits there."""
+        if not lines:
+            return
+        if self.spool.depth == 0 and self._influx_ok:
+            try:
+                self._write(lines)
+                return
+            except InfluxError as err:
+                self._influx_down(err)
+        self.spool.append([("", "\n".join(lines).encode())])
+        self.counters["spooled_points"] += len(lines)
+
+    def _write(self, lines: list[str]) -> None:
+        """Write to InfluxDB; points it refuses as data are dead-lettered one by one."""
+        try:
+            self.influx.write_lines(lines)
+            self.counters["written_points"] += len(lines)
+        except InfluxRejected:
+            if len(lines) == 1:
+                raise
+            good = 0
+            for one in lines:
+                try:
+                    self.influx.write_lines([one])
+                    good += 1
+                except InfluxRejected as err:
+                    self.refused["influx_rejected"] += 1
+                    log.warning("InfluxDB refused a point: %s", err)
+                    self.dead.add([(self._clock_ms(), "influx", "influx_rejected", err.problem, one.encode())])
+            self.counters["written_points"] += good
+
+    def _influx_down(self, err: InfluxError) -> None:
+        if self._influx_ok:
+            log.error("InfluxDB unavailable, spooling: %s", err)
+        self._influx_ok = False
+        self._drain_next = time.monotonic() + self._drain_backoff.next_delay()
+
+    def _drain(self) -> None:
+        """Write spooled batches, oldest first, while InfluxDB answers."""
+        if self.spool.depth == 0 or time.monotonic() < self._drain_next:
+            return
+        for _ in range(50):
+            rows = self.spool.pending(0, 20)
+            if not rows:
+                break
+            try:
+                for row_id, _topic, payload in rows:
+                    self._write(payload.decode().split("\n"))
+                    self.spool.ack([row_id])
+            except InfluxRejected as err:
+                log.error("a spooled batch was refused: %s", err)
+                self.spool.ack([row_id])
+            except InfluxError as err:
+                self._influx_down(err)
+                return
+            if self._stop.is_set():
+                return
+        if not self._influx_ok:
+            log.info("InfluxDB is back; spool depth now %d", self.spool.depth)
+        self._influx_ok = True
+        self._drain_backoff.reset()
+
+    # ---------------------------------------------------------------- health
+
+    def status(self, state: str = "online") -> dict[str, object]:
+        now_mono, count = time.monotonic(), self.counters["received"]
+        mark_time, mark_count = self._rate_mark
+        rate = (count - mark_count) / (now_mono - mark_time) if now_mono > mark_time else 0.0
+        return {
+            "state": state,
+            "hub": self.settings.hub_id,
+            "version": __version__,
+            "influx": "ok" if self._influx_ok else "unavailable",
+            "backlog_batches": self.spool.depth,
+            "spool_dropped": self.spool.dropped,
+            "rate_msgs_s": round(rate, 1),
+            "lag_ms": self._clock_ms() - self._last_reading_ts if self._last_reading_ts else None,
+            "counters": dict(self.counters),
+            "refused": dict(self.refused),
+            "dead_letters": self.dead.count(),
+        }
+
+    def _maybe_status(self) -> None:
+        now = time.monotonic()
+        if now - self._status_sent < self.settings.status_interval_s or not self._connected.is_set():
+            return
+        status = self.status()
+        self._status_sent = now
+        self._rate_mark = (now, self.counters["received"])
+        self._client.publish(self._status_topic, compact_json(status), qos=1, retain=True)
+        fields: dict[str, float | int | bool | str] = {
+            "received": self.counters["received"],
+            "written": self.counters["written_points"],
+            "spooled": self.counters["spooled_points"],
+            "backlog": self.spool.depth,
+            "dead_letters": int(status["dead_letters"]),  # type: ignore[call-overload]
+        }
+        if status["lag_ms"] is not None:
+            fields["lag_ms"] = int(status["lag_ms"])  # type: ignore[call-overload]
+        point = line(
+            "hub_ingest", {"garden": self.settings.garden, "hub": self.settings.hub_id}, fields, self._clock_ms()
+        )
+        try:
+            self._store([point])
+        except (SpoolError, InfluxError) as err:
+            log.warning("hub health point not stored: %s", err)
+
+    def _shutdown(self) -> None:
+        # Whatever is still queued was not acknowledged: the broker keeps it
+        # in our session and sends it again next time.
+        if self._connected.is_set():
+            info = self._client.publish(self._status_topic, compact_json(self.status("offline")), qos=1, retain=True)
+            info.wait_for_publish(2.0)
+        self._client.disconnect()
+        self._client.loop_stop()
+        log.info(
+            "hub stopped: %d messages received, %d acknowledged, %d batches spooled",
+            self.counters["received"],
+            self.counters["acked"],
+            self.spool.depth,
+        )
+        self.spool.close()
+        self.dead.close()
+        self.influx.close()

@@ -1,0 +1,157 @@
+"""What the hub makes of each MQTT message: points, or a reason to refuse it. Pure.
+
+Telemetry is checked field by field before it becomes points, because a
+payload on the broker can come from anything that can publish. A message
+that fails is never half-written: it is refused whole, with a reason that
+is counted and kept with the message in the dead-letter store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from firmware_bridge.topics import NAME_RE
+from garden.points import PointError, line, telemetry_lines
+
+MAX_PAYLOAD = 64 * 1024
+# Readings older than this, or this far in the future, are refused: a node
+# with a reset clock, or a replay of something that is not ours.
+MAX_AGE_MS = 400 * 86_400_000  # the raw retention period
+MAX_AHEAD_MS = 86_400_000
+
+
+class Refused(ValueError):
+    """A message the hub will not store. ``reason`` is a short counter name."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Points:
+    lines: list[str]
+    ts_ms: int | None = None  # the reading's own time, for the lag figure
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Refused("wrong_type", f"{where} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise Refused("not_finite", where)
+    return float(value)
+
+
+def _integer(value: Any, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Refused("wrong_type", f"{where} must be an integer")
+    if not low <= value <= high:
+        raise Refused("out_of_range", f"{where}={value}")
+    return value
+
+
+def _load(payload: bytes) -> Mapping[str, Any]:
+    if len(payload) > MAX_PAYLOAD:
+        raise Refused("too_large", f"{len(payload)} bytes")
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise Refused("not_json", str(err)[:80]) from None
+    if not isinstance(body, dict):
+        raise Refused("wrong_type", "payload must be a JSON object")
+    return body
+
+
+def telemetry_points(garden: str, node: str, payload: bytes, now_ms: int) -> Points:
+    """Validate one telemetry message from ``node`` and turn it into points."""
+    body = _load(payload)
+    if body.get("node") != node:
+        raise Refused("wrong_node", f"topic says {node!r}, payload says {body.get('node')!r}")
+    ts = _integer(body.get("ts"), "ts", 0, 2**62)
+    if ts < now_ms - MAX_AGE_MS:
+        raise Refused("too_old", f"ts {ts}")
+    if ts > now_ms + MAX_AHEAD_MS:
+        raise Refused("in_future", f"ts {ts}")
+    _integer(body.get("seq"), "seq", 0, 2**32 - 1)
+    _integer(body.get("boot"), "boot", 1, 2**31)
+    bed = body.get("bed")
+    if bed is not None and not (isinstance(bed, str) and NAME_RE.fullmatch(bed)):
+        raise Refused("bad_bed", repr(bed)[:40])
+    raw, values, errors = body.get("raw", {}), body.get("values", {}), body.get("errors", {})
+    if not isinstance(raw, dict) or not isinstance(values, dict) or not isinstance(errors, dict):
+        raise Refused("wrong_type", "raw, values and errors must be objects")
+    for key, value in raw.items():
+        _number(value, f"raw.{key}")
+    for key, fields in values.items():
+        if not isinstance(fields, dict) or not fields:
+            raise Refused("wrong_type", f"values.{key} must be an object of numbers")
+        for name, value in fields.items():
+            _number(value, f"values.{key}.{name}")
+    for key, code in errors.items():
+        if not isinstance(code, str) or len(code) > 32:
+            raise Refused("wrong_type", f"errors.{key}")
+    for key in (*raw, *values, *errors):
+        if not isinstance(key, str) or not NAME_RE.fullmatch(key) or len(key) > 16:
+            raise Refused("bad_sensor_key", repr(key)[:40])
+    if not raw and not values and not errors:
+        raise Refused("empty", "no sensor in the message")
+    try:
+        return Points(list(telemetry_lines(garden, body)), ts)
+    except PointError as err:
+        raise Refused("unstorable", str(err)) from None
+
+
+def node_status_points(garden: str, node: str, payload: bytes, now_ms: int) -> Points:
+    """A retained node status, as a ``node_status`` point at the hub's receive time."""
+    body = _load(payload) if payload else {"state": "offline"}
+    fields: dict[str, float | int | bool | str] = {"online": body.get("state") == "online"}
+    for key in ("interval_s", "last_seen", "boot", "seq", "lost", "reboots", "readings"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            fields[key] = value
+    battery = body.get("battery_v")
+    if isinstance(battery, int | float) and not isinstance(battery, bool) and math.isfinite(battery):
+        fields["battery_v"] = float(battery)
+    bed = body.get("bed") if isinstance(body.get("bed"), str) and NAME_RE.fullmatch(body["bed"]) else None
+    return Points([line("node_status", {"garden": garden, "node": node, "bed": bed}, fields, now_ms)])
+
+
+def _obj(body: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def bridge_status_points(garden: str, bridge: str, payload: bytes, now_ms: int) -> Points:
+    """A retained bridge status, as ``bridge_status`` and ``bridge_port`` points."""
+    body = _load(payload) if payload else {"state": "offline"}
+    counters, spool = _obj(body, "counters"), _obj(body, "spool")
+    fields: dict[str, float | int | bool | str] = {"online": body.get("state") == "online"}
+    for key in ("readings", "published", "rejected"):
+        if isinstance(counters.get(key), int):
+            fields[key] = counters[key]
+    for key in ("depth", "dropped"):
+        if isinstance(spool.get(key), int):
+            fields[f"spool_{key}"] = spool[key]
+    lines = [line("bridge_status", {"garden": garden, "bridge": bridge}, fields, now_ms)]
+    ports = _obj(body, "ports")
+    for port, info in ports.items():
+        if not isinstance(info, dict) or not isinstance(port, str) or "\\" in port:
+            continue
+        rejects = _obj(info, "rejects")
+        port_fields: dict[str, float | int | bool | str] = {"open": bool(info.get("open"))}
+        for key in ("frames", "opens"):
+            if isinstance(info.get(key), int):
+                port_fields[key] = info[key]
+        total = 0
+        for reason, count in rejects.items():
+            if isinstance(reason, str) and NAME_RE.fullmatch(reason) and isinstance(count, int):
+                port_fields[f"rejects_{reason}"] = count
+                total += count
+        port_fields["rejected"] = total
+        lines.append(line("bridge_port", {"garden": garden, "bridge": bridge, "port": port}, port_fields, now_ms))
+    return Points(lines)

@@ -14,6 +14,7 @@
  *                      sent (ending \r\n), or !<status> on a refusal:
  *                        D <node> <seq> [key=i:<int> | key=m:<milli> | key=f:<hexfloat>
  *                                        | key=na | key=na:<code>] ...
+ *                        R <node> <seq> ...   the same as a replay (GR)
  *                        H <node> <seq> <fw> <s1;s2;...> <interval_s> [key=<text>] ...
  *                        A <node> <seq> OK  |  A <node> <seq> ERR <reason>
  *                      "~" stands for an empty string (node, fw, sensors, code, reason).
@@ -21,12 +22,25 @@
  *                      to the receiver; prints one line per event (see below)
  *   harness streams    each input line is hex bytes of an independent stream;
  *                      prints its events, then "end"
- *   harness node <id> <interval_s>
- *                      raw bytes on stdin are what the host sent a node; prints
- *                      the acks the node sends, then "#interval <n>"
+ *   harness node <id> <interval_s> [<key;key;...>]
+ *                      garden_node.ino's logic, one event per input line; prints
+ *                      what the node sends, then "#interval <n>" at the end:
+ *                        R <hex>   bytes from the host, fed to the receiver: an ack
+ *                                  for each command to this node; a GK for this node
+ *                                  drops the kept readings up to its seq
+ *                        D <value> ...  a reading, one value per key (i:<int> |
+ *                                  m:<milli> | f:<hexfloat> | na | na:<code>): sent as GD
+ *                                  with the next seq, and kept (or "!<status>")
+ *                        P         the host came back: every kept reading as GR
+ *                        S         the host came back: start the replay, send nothing
+ *                        N         the next GR of the replay under way, or "#none"
+ *                        B         a reboot: seq back to 0, nothing kept
+ *                        K         "#kept <seq> <seq> ...", oldest first
+ *                      The keys default to the sketch's sm0;st0;at0;rh0;lx0;tk0;bt0.
  *
  * Events: a reject reason ("noise", "truncated", "crc_mismatch", "bad_seq", ...),
- * "other\t<type>" for a good GD/GH/GA line, or for a command
+ * "other\t<type>" for a good GD/GR/GH/GA line, "stored\t<node>\t<seq>" for a GK,
+ * or for a command
  *   cmd\t<node>\t<seq>\t<verb>\t<n_args>\t<-|=interval text>\t<ok:<n>|err:<reason>>
  * where the last field is what a node would answer (gc_command_interval).
  */
@@ -146,10 +160,10 @@ static int mode_format(void)
     return 0;
 }
 
-static gc_status encode_data(char **tok, int n, gc_line *line)
+static gc_status encode_data(char **tok, int n, gc_line *line, gc_kind kind)
 {
     int i;
-    gc_status status = gc_begin(line, GC_DATA, arg(tok[1]), (uint32_t)strtoul(tok[2], NULL, 10));
+    gc_status status = gc_begin(line, kind, arg(tok[1]), (uint32_t)strtoul(tok[2], NULL, 10));
     for (i = 3; i < n; i++) {
         char *key = tok[i];
         char *value = strchr(key, '=');
@@ -211,7 +225,9 @@ static int mode_encode(void)
         gc_status status;
         if (n < 3) fail_usage("too few tokens");
         if (strcmp(tok[0], "D") == 0) {
-            status = encode_data(tok, n, &line);
+            status = encode_data(tok, n, &line, GC_DATA);
+        } else if (strcmp(tok[0], "R") == 0) {
+            status = encode_data(tok, n, &line, GC_REPLAY);
         } else if (strcmp(tok[0], "H") == 0) {
             status = encode_hello(tok, n, &line);
         } else if (strcmp(tok[0], "A") == 0 && n == 4 && strcmp(tok[3], "OK") == 0) {
@@ -248,6 +264,10 @@ static void describe(gc_rx *rx, gc_rx_event event)
     status = gc_parse_command(body, rx->body_len, &cmd);
     if (status == GC_CMD_NOT_COMMAND) {
         printf("other\t%.2s\n", body);
+        return;
+    }
+    if (status == GC_CMD_STORED) {
+        printf("stored\t%s\t%lu\n", cmd.node_id, (unsigned long)cmd.seq);
         return;
     }
     if (status != GC_CMD_OK) {
@@ -293,29 +313,150 @@ static int mode_streams(void)
     return 0;
 }
 
-/* What garden_node.ino does with the bytes the host sends it. */
-static int mode_node(const char *node_id, uint32_t interval_s)
+/* ------------------------------------------------------------- node mode */
+
+static gc_rx node_rx;
+static gc_line node_tx;
+static gc_store node_store;
+static const char *node_id;
+static uint32_t node_interval_s;
+static uint32_t node_seq;
+
+static void send(const gc_line *line)
 {
-    static gc_rx rx;
-    static gc_line ack;
+    fwrite(line->buf, 1, line->len, stdout);
+}
+
+/* Failure codes live as long as the store keeps pointers to them: intern them. */
+static const char *intern_code(const char *code)
+{
+    static char pool[64][GC_CODE_MAX + 2];
+    static int used;
+    int i;
+    if (strlen(code) > GC_CODE_MAX) fail_usage(code);
+    for (i = 0; i < used; i++) {
+        if (strcmp(pool[i], code) == 0) return pool[i];
+    }
+    if (used == 64) fail_usage("too many failure codes");
+    strcpy(pool[used], code);
+    return pool[used++];
+}
+
+/* garden_node.ino's handle_line. */
+static void node_line(void)
+{
     gc_command cmd;
-    int c;
-    gc_rx_init(&rx);
-    while ((c = getchar()) != EOF) {
-        const char *reason;
-        uint32_t wanted = 0;
-        if (gc_rx_feed(&rx, (uint8_t)c) != GC_RX_LINE) continue;
-        if (gc_parse_command(gc_rx_body(&rx), rx.body_len, &cmd) != GC_CMD_OK) continue;
-        if (strcmp(cmd.node_id, node_id) != 0) continue;
-        reason = gc_command_interval(&cmd, &wanted);
-        if (reason == NULL) interval_s = wanted;
-        if (gc_build_ack(&ack, node_id, cmd.seq, reason) == GC_OK) {
-            fwrite(ack.buf, 1, ack.len, stdout);
+    const char *reason;
+    uint32_t wanted = 0;
+    gc_cmd_status status = gc_parse_command(gc_rx_body(&node_rx), node_rx.body_len, &cmd);
+    if (status == GC_CMD_STORED) {
+        if (strcmp(cmd.node_id, node_id) == 0) gc_store_stored(&node_store, cmd.seq);
+        return;
+    }
+    if (status != GC_CMD_OK || strcmp(cmd.node_id, node_id) != 0) return;
+    reason = gc_command_interval(&cmd, &wanted);
+    if (reason == NULL) node_interval_s = wanted;
+    if (gc_build_ack(&node_tx, node_id, cmd.seq, reason) == GC_OK) {
+        send(&node_tx);
+    } else {
+        printf("!ack\n");
+    }
+}
+
+/* garden_node.ino's send_data, with the values from the tokens (set_value's rules). */
+static void node_reading(char **tok, int n)
+{
+    gc_value values[GC_READING_VALUES];
+    gc_status status;
+    int i;
+    if (n - 1 != node_store.n_keys) fail_usage("one value per key");
+    for (i = 1; i < n; i++) {
+        gc_value *v = &values[i - 1];
+        const char *text = tok[i];
+        v->milli = 0;
+        v->fail = NULL;
+        if (strncmp(text, "i:", 2) == 0) {
+            status = gc_milli_from_ratio((int32_t)strtol(text + 2, NULL, 10), 1, &v->milli);
+        } else if (strncmp(text, "m:", 2) == 0) {
+            status = GC_OK;
+            v->milli = (int32_t)strtol(text + 2, NULL, 10);
+        } else if (strncmp(text, "f:", 2) == 0) {
+            status = gc_milli_from_double(strtod(text + 2, NULL), &v->milli);
+        } else if (strcmp(text, "na") == 0) {
+            status = GC_OK;
+            v->fail = "unknown";
+        } else if (strncmp(text, "na:", 3) == 0) {
+            status = GC_OK;
+            v->fail = intern_code(text + 3);
         } else {
-            printf("!ack\n");
+            fail_usage(text);
+            return;
+        }
+        if (status != GC_OK) v->fail = "range"; /* never a number it cannot carry */
+    }
+    node_seq++;
+    status = gc_store_send(&node_store, &node_tx, node_seq, values);
+    if (status == GC_OK) {
+        send(&node_tx);
+    } else {
+        printf("!%s\n", gc_status_name(status));
+    }
+}
+
+static int mode_node(const char *id, uint32_t interval_s, char *keys_text)
+{
+    static const char *keys[GC_READING_VALUES];
+    char *tok[MAX_TOKENS];
+    uint8_t n_keys = 0;
+    long len;
+    node_id = id;
+    node_interval_s = interval_s;
+    for (;;) {
+        char *semi = strchr(keys_text, ';');
+        if (n_keys == GC_READING_VALUES) fail_usage("too many keys");
+        keys[n_keys++] = keys_text;
+        if (semi == NULL) break;
+        *semi = '\0';
+        keys_text = semi + 1;
+    }
+    gc_rx_init(&node_rx);
+    if (gc_store_init(&node_store, node_id, keys, n_keys) != GC_OK) fail_usage("store keys");
+    while ((len = read_line()) >= 0) {
+        int n = tokenize(input, tok);
+        uint8_t i;
+        if (n == 0) fail_usage("empty line");
+        if (strcmp(tok[0], "R") == 0 && n == 2) {
+            size_t count = unhex(tok[1], (long)strlen(tok[1])), k;
+            for (k = 0; k < count; k++) {
+                if (gc_rx_feed(&node_rx, bytes[k]) == GC_RX_LINE) node_line();
+            }
+        } else if (strcmp(tok[0], "D") == 0) {
+            node_reading(tok, n);
+        } else if (strcmp(tok[0], "P") == 0) {
+            gc_store_replay_start(&node_store);
+            while (gc_store_replay_next(&node_store, &node_tx) == GC_OK) send(&node_tx);
+        } else if (strcmp(tok[0], "S") == 0) {
+            gc_store_replay_start(&node_store);
+        } else if (strcmp(tok[0], "N") == 0) {
+            if (gc_store_replay_next(&node_store, &node_tx) == GC_OK) {
+                send(&node_tx);
+            } else {
+                printf("#none\n");
+            }
+        } else if (strcmp(tok[0], "B") == 0) {
+            node_seq = 0;
+            gc_store_clear(&node_store);
+        } else if (strcmp(tok[0], "K") == 0) {
+            printf("#kept");
+            for (i = 0; i < gc_store_count(&node_store); i++) {
+                printf(" %lu", (unsigned long)gc_store_seq(&node_store, i));
+            }
+            printf("\n");
+        } else {
+            fail_usage(tok[0]);
         }
     }
-    printf("#interval %lu\n", (unsigned long)interval_s);
+    printf("#interval %lu\n", (unsigned long)node_interval_s);
     return 0;
 }
 
@@ -326,9 +467,12 @@ int main(int argc, char **argv)
     if (argc == 2 && strcmp(argv[1], "encode") == 0) return mode_encode();
     if (argc == 2 && strcmp(argv[1], "decode") == 0) return mode_decode();
     if (argc == 2 && strcmp(argv[1], "streams") == 0) return mode_streams();
-    if (argc == 4 && strcmp(argv[1], "node") == 0) {
-        return mode_node(argv[2], (uint32_t)strtoul(argv[3], NULL, 10));
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "node") == 0) {
+        static char sketch_keys[] = "sm0;st0;at0;rh0;lx0;tk0;bt0";
+        return mode_node(argv[2], (uint32_t)strtoul(argv[3], NULL, 10),
+                         argc == 5 ? argv[4] : sketch_keys);
     }
-    fprintf(stderr, "usage: harness crc|format|encode|decode|streams|node <id> <interval_s>\n");
+    fprintf(stderr, "usage: harness crc|format|encode|decode|streams"
+                    "|node <id> <interval_s> [<key;key;...>]\n");
     return 2;
 }

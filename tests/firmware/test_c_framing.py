@@ -1,11 +1,14 @@
 """The node's C framing code (gc_frame.c) against the Python protocol, byte for byte.
 
 ``harness.c`` wraps gc_frame.c in a line-oriented program (its header lists the
-modes); the module fixture builds it once with gcc. Each test sends thousands
-of generated cases through the harness in one run and compares them with
-``firmware_bridge.line_protocol``, the source of truth for the wire format:
-same CRCs, the same encoded bytes, and the same verdict (frame or reject
-reason) on every stream of bytes, corrupted or not.
+modes); the module fixture builds it once with gcc, twice in fact: with the
+store of unstored readings an ESP32 gets (64) and with an AVR's (8). Each test
+sends thousands of generated cases through the harness in one run and compares
+them with ``firmware_bridge.line_protocol``, the source of truth for the wire
+format: same CRCs, the same encoded bytes, and the same verdict (frame or
+reject reason) on every stream of bytes, corrupted or not. The node mode is
+held to ``SimNode``: the same acks, and the same store and forward (GK drops,
+GR replays) on the same sequence of readings and host lines.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import shutil
 import string
 import struct
 import subprocess
-from collections import Counter
+from collections import Counter, deque
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,16 +38,18 @@ from firmware_bridge.line_protocol import (
     Reject,
     RejectReason,
     SensorError,
+    StoredFrame,
     Value,
     crc16_ccitt_false,
     encode_ack,
     encode_command,
     encode_data,
     encode_hello,
+    encode_stored,
     format_number,
     parse_line,
 )
-from firmware_bridge.simulator.node import Faults, SimNode
+from firmware_bridge.simulator.node import SENSORS, Faults, SimNode
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware_bridge" / "firmware" / "garden_node"
@@ -58,8 +63,9 @@ KEY_REST = string.ascii_lowercase + string.digits + "_"
 # Hello fw / extra values: printable, no framing bytes, no space (the harness splits on it).
 TEXT_CHARS = "".join(c for c in string.printable[:94] if c not in ",$*")
 SENSOR_KINDS = ("sm", "st", "at", "rh", "lx", "tk", "bt")
-# Reasons whose line the C side passes as "other" when the type is GD, GH or GA:
-# a node does not parse data, hello or ack bodies.
+# Reasons whose line the C side passes as "other" when the type is GD, GR, GH or GA:
+# a node does not parse data, replay, hello or ack bodies.
+NODE_TO_HOST = (b"GD", b"GR", b"GH", b"GA")
 BODY_REASONS = {
     RejectReason.BAD_PROTO,
     RejectReason.BAD_NODE_ID,
@@ -71,15 +77,29 @@ BODY_REASONS = {
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def harnesses(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """The harness built twice, in parallel: keyed by how many unstored readings it keeps."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.fail("gcc is needed to build firmware_bridge/firmware/garden_node/gc_frame.c")
-    exe = tmp_path_factory.mktemp("gc_frame") / "harness"
-    cmd = [gcc, *CFLAGS, "-I", str(FIRMWARE), str(HARNESS_C), str(FIRMWARE / "gc_frame.c")]
-    proc = subprocess.run([*cmd, "-o", str(exe), "-lm"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stderr}"
-    return exe
+    out = tmp_path_factory.mktemp("gc_frame")
+    builds = {}
+    # 64 is the default off AVR; 8 is what an AVR keeps. -O1 for the second: it builds in
+    # half the time, and a second optimisation level is a cheap check for undefined behaviour.
+    for capacity, opt in ((64, []), (8, ["-O1"])):
+        exe = out / f"harness{capacity}"
+        cmd = [gcc, *CFLAGS, *opt, f"-DGC_UNSTORED_MAX={capacity}", "-I", str(FIRMWARE)]
+        cmd += [str(HARNESS_C), str(FIRMWARE / "gc_frame.c"), "-o", str(exe), "-lm"]
+        builds[capacity] = (exe, cmd, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True))
+    for _, cmd, proc in builds.values():
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{err}"
+    return {capacity: exe for capacity, (exe, _, _) in builds.items()}
+
+
+@pytest.fixture(scope="module")
+def harness(harnesses: dict[int, Path]) -> Path:
+    return harnesses[64]
 
 
 def run(harness: Path, *args: str, data: bytes) -> bytes:
@@ -261,23 +281,26 @@ def data_case(rng: random.Random) -> tuple[str, str, int, dict[str, Value], dict
     return spec, node, seq, values, parsed
 
 
-def test_data_frames_are_byte_identical_to_encode_data(harness: Path) -> None:
+def test_data_and_replay_frames_are_byte_identical_to_encode_data(harness: Path) -> None:
     rng = random.Random(5)
     cases = [data_case(rng) for _ in range(2500)]
-    raw = run(harness, "encode", data="".join(c[0] + "\n" for c in cases).encode())
+    specs = [c[0] for c in cases] + ["R" + c[0][1:] for c in cases]  # each as GD, then as GR
+    raw = run(harness, "encode", data="".join(spec + "\n" for spec in specs).encode())
     tally = Counter()
-    for (spec, node, seq, values, parsed), got in zip(cases, outputs(raw), strict=True):
+    for i, got in enumerate(outputs(raw)):
+        spec, node, seq, values, parsed = cases[i % len(cases)]
+        replay = i >= len(cases)
         try:
-            want = encode_data(node, seq, values)
+            want = encode_data(node, seq, values, replay=replay)
         except ValueError:  # over MAX_LINE: the C builder refuses the whole line too
             assert got == b"!full\n", spec
             tally["full"] += 1
             continue
-        assert got == want, spec
-        assert parse_line(got) == DataFrame(node, seq, parsed), spec
-        tally["ok"] += 1
+        assert got == want, (replay, spec)
+        assert parse_line(got) == DataFrame(node, seq, parsed, replay=replay), spec
+        tally["GR" if replay else "GD"] += 1
         tally["max"] = max(tally["max"], len(got))
-    assert tally["ok"] > 1500 and tally["full"] > 50
+    assert tally["GD"] == tally["GR"] > 1500 and tally["full"] > 100
     assert tally["max"] >= MAX_LINE - 20  # lines near the limit were built, not only short ones
 
 
@@ -339,6 +362,7 @@ def test_builder_refuses_what_the_parser_would_reject(harness: Path) -> None:
     specs: list[tuple[str, str]] = []
     for node in bad_nodes:
         specs.append((f"D {node} 1 sm0=i:1", "arg"))
+        specs.append((f"R {node} 1 sm0=i:1", "arg"))
         specs.append((f"H {node} 0 1.0 sm0 300", "arg"))
         specs.append((f"A {node} 1 OK", "arg"))
         with pytest.raises(ValueError):
@@ -395,11 +419,13 @@ def describe(item: object) -> str:
         shown = "-" if interval is None else "=" + interval
         fields = [item.node_id, str(item.seq), item.verb, str(len(item.args)), shown]
         return "\t".join(["cmd", *fields, node_answer(item)])
+    if isinstance(item, StoredFrame):
+        return f"stored\t{item.node_id}\t{item.seq}"
     if isinstance(item, Reject):
         if item.reason in BODY_REASONS:
             text = item.line.rstrip(b"\r\n")
             kind = text[1 : text.rfind(b"*")].split(b",")[0]
-            if kind in (b"GD", b"GH", b"GA"):
+            if kind in NODE_TO_HOST:
                 return "other\t" + kind.decode()
         return item.reason.value
     assert isinstance(item, DataFrame | HelloFrame | AckFrame)
@@ -464,6 +490,17 @@ def rand_command(rng: random.Random, node: str | None = None) -> tuple[str, int,
     return node, rand_seq(rng), verb, args
 
 
+def rand_host_line(rng: random.Random, node: str | None = None) -> bytes:
+    """A line the host sends a node: a command, or (a third of the time) a GK."""
+    if rng.random() < 1 / 3:
+        return encode_stored(node or rand_node(rng), rand_seq(rng))
+    while True:
+        try:
+            return encode_command(*rand_command(rng, node))
+        except ValueError:  # over MAX_LINE
+            continue
+
+
 def corruptions(rng: random.Random, line: bytes, other: bytes) -> list[tuple[str, bytes]]:
     """Ways a host->node line goes wrong on the wire, each as one independent stream."""
     flip = bytearray(line)
@@ -503,16 +540,12 @@ def test_c_receiver_agrees_with_frame_decoder_on_every_stream(harness: Path) -> 
     rng = random.Random(8)
     kinds: list[str] = []
     streams: list[bytes] = []
-    originals: list[CommandFrame | None] = []
+    originals: list[CommandFrame | StoredFrame | None] = []
     for _ in range(600):
-        node, seq, verb, args = rand_command(rng)
-        try:
-            line = encode_command(node, seq, verb, args)
-        except ValueError:
-            continue  # over MAX_LINE: the over-long cases below cover those
-        other = encode_command(*rand_command(rng))
+        line = rand_host_line(rng)
+        other = rand_host_line(rng)
         original = parse_line(line)
-        assert isinstance(original, CommandFrame)
+        assert isinstance(original, CommandFrame | StoredFrame)
         for kind, stream in corruptions(rng, line, other):
             kinds.append(kind)
             streams.append(stream)
@@ -526,7 +559,14 @@ def test_c_receiver_agrees_with_frame_decoder_on_every_stream(harness: Path) -> 
         kinds.append("fuzz")
         streams.append(b"".join(p + rng.choice([b"$", b"*", b"\n", b"\r\n", b"$GC,", b""]) for p in pieces))
         originals.append(None)
-    streams.append(frame(b"GD,1,n,1,sm0=1") + frame(b"GH,1,n") + frame(b"GA,n,1,OK") + frame(b"GX,n,1"))
+    streams.append(
+        frame(b"GD,1,n,1,sm0=1")
+        + frame(b"GR,1,n,1,sm0=1")
+        + frame(b"GH,1,n")
+        + frame(b"GA,n,1,OK")
+        + frame(b"GX,n,1")
+        + frame(b"GK,n,1")
+    )
     kinds.append("other_types")
     originals.append(None)
 
@@ -535,8 +575,10 @@ def test_c_receiver_agrees_with_frame_decoder_on_every_stream(harness: Path) -> 
     for kind, stream, c_side, original in zip(kinds, streams, got, originals, strict=True):
         want = py_events(stream, rng)
         assert c_side == want, (kind, stream)
-        accepted = [e for e in want if e.startswith("cmd\t")]
+        accepted = [e for e in want if e.startswith(("cmd\t", "stored\t"))]
         tally[kind, "accepted" if accepted else "rejected"] += 1
+        if accepted and isinstance(original, StoredFrame):
+            tally[kind, "stored"] += 1
         if kind in ("intact", "hex_case", "bare_lf", "extra_cr", "garbage_before"):
             assert accepted and accepted[0] == describe(original), (kind, stream)
         if kind == "flip" and accepted:
@@ -548,7 +590,8 @@ def test_c_receiver_agrees_with_frame_decoder_on_every_stream(harness: Path) -> 
     assert tally["flip", "rejected"] > 500
     assert tally["truncated_eof", "accepted"] == 0
     assert tally["inner_cr", "accepted"] == 0
-    assert got[-1] == ["other\tGD", "other\tGH", "other\tGA", "unknown_type"]
+    assert tally["intact", "stored"] > 150 and tally["garbage_before", "stored"] > 150
+    assert got[-1] == ["other\tGD", "other\tGR", "other\tGH", "other\tGA", "unknown_type", "stored\tn\t1"]
 
 
 # One body per rule of parse_body for a GC line, and what a node makes of it.
@@ -594,6 +637,37 @@ RULES: list[tuple[bytes, str]] = [
     (b"GCX,n,1,SET", "unknown_type"),
     (b"GD", "other\tGD"),
     (b"GA,n,1,OK", "other\tGA"),
+    (b"GR", "other\tGR"),
+    (b"GR,1,n,1,sm0=1", "other\tGR"),
+    (b"GR,2,n,1,sm0=1", "other\tGR"),  # bad_proto in Python: a node does not check a GR
+    # GK takes exactly a node and a seq: the field count first, then node, then seq.
+    (b"GK,n,1", "stored\tn\t1"),
+    (b"GK,bed3-a,0", "stored\tbed3-a\t0"),
+    (b"GK,n,0000000001", "stored\tn\t1"),
+    (b"GK,n,4294967295", "stored\tn\t4294967295"),
+    (b"GK," + b"x" * 32 + b",7", "stored\t" + "x" * 32 + "\t7"),
+    (b"GK,n,4294967296", "bad_seq"),
+    (b"GK,n,00000000001", "bad_seq"),
+    (b"GK,n,", "bad_seq"),
+    (b"GK,n,-1", "bad_seq"),
+    (b"GK,n,+1", "bad_seq"),
+    (b"GK,n,1 ", "bad_seq"),
+    (b"GK,n,0x1", "bad_seq"),
+    (b"GK,,1", "bad_node_id"),
+    (b"GK,n.1,1", "bad_node_id"),
+    (b"GK," + b"x" * 33 + b",1", "bad_node_id"),
+    (b"GK,,x", "bad_node_id"),  # node before seq
+    (b"GK", "bad_field"),
+    (b"GK,n", "bad_field"),
+    (b"GK,n,1,", "bad_field"),
+    (b"GK,n,1,2", "bad_field"),
+    (b"GK,,", "bad_node_id"),
+    (b"GK,,,", "bad_field"),  # the field count before anything else
+    (b"GK,n.1,x,y", "bad_field"),
+    (b"GK,n,1,OK", "bad_field"),
+    (b"gk,n,1", "unknown_type"),
+    (b"GKX,n,1", "unknown_type"),
+    (b"GK ,n,1", "unknown_type"),
 ]
 
 
@@ -636,7 +710,7 @@ def test_c_receiver_on_one_long_stream_in_raw_mode(harness: Path) -> None:
     rng = random.Random(9)
     parts = []
     for _ in range(1500):
-        line = encode_command(*rand_command(rng))
+        line = rand_host_line(rng)
         pick = rng.random()
         if pick < 0.6:
             parts.append(line)
@@ -655,7 +729,8 @@ def test_c_receiver_on_one_long_stream_in_raw_mode(harness: Path) -> None:
     got = run(harness, "decode", data=stream).decode().splitlines()
     assert got == want
     counts = Counter(e.split("\t")[0] for e in got)
-    assert counts["cmd"] > 800 and counts["too_long"] > 50 and counts["truncated"] > 50
+    assert counts["cmd"] > 500 and counts["stored"] > 250
+    assert counts["too_long"] > 50 and counts["truncated"] > 50
 
 
 def test_c_node_acks_exactly_as_the_simulated_node(harness: Path) -> None:
@@ -674,17 +749,237 @@ def test_c_node_acks_exactly_as_the_simulated_node(harness: Path) -> None:
     stream = b"".join(parts)
     sim = SimNode(me, interval_s=300, faults=Faults(boot_garbage=False))
     want = b""
+    script = []
     pos = 0
     while pos < len(stream):
         step = rng.randint(1, 100)
         want += b"".join(e.data for e in sim.receive(stream[pos : pos + step]))
+        script.append(f"R {stream[pos : pos + step].hex()}\n")
         pos += step
-    raw = run(harness, "node", me, "300", data=stream)
+    raw = run(harness, "node", me, "300", data="".join(script).encode())
     acks, _, tail = raw.rpartition(b"#interval ")
     assert acks == want
     assert int(tail) == sim.interval_s
     verdicts = Counter(re.findall(rb",(OK|ERR,[a-z_]+)\*", acks))
     assert verdicts[b"OK"] > 100 and verdicts[b"ERR,bad_value"] > 50 and verdicts[b"ERR,unknown_command"] > 50
+
+
+# ------------------------------------------------------ (d) store and forward
+
+
+def reading_spec(line: bytes) -> str:
+    """The harness's "D" line for the reading a (GD or GR) line carries."""
+    frame = parse_line(line)
+    assert isinstance(frame, DataFrame) and tuple(frame.values) == SENSORS
+    tokens = []
+    for value in frame.values.values():
+        if isinstance(value, SensorError):
+            tokens.append("na" if value.code == "unknown" else f"na:{value.code}")
+        elif isinstance(value, int):
+            tokens.append(f"i:{value}")
+        else:
+            tokens.append(f"f:{value.hex()}")
+    return "D " + " ".join(tokens)
+
+
+def kept_line(sim: SimNode) -> bytes:
+    return ("#kept" + "".join(f" {seq}" for seq, _ in sim.unstored) + "\n").encode()
+
+
+def stored_lines(rng: random.Random, sim: SimNode) -> bytes:
+    """What a host sends about stored readings: mostly good GKs, some not for this node or not valid."""
+    me, kept = sim.node_id, [seq for seq, _ in sim.unstored]
+    seq = rng.choice(
+        [
+            rng.choice(kept) if kept else sim.seq,  # part of what is kept
+            sim.seq,  # all of it
+            max(0, (kept[0] if kept else sim.seq) - rng.randint(1, 5)),  # nothing (already dropped)
+            sim.seq + rng.randint(1, 3),  # past the newest: everything
+            0,
+        ]
+    )
+    pick = rng.random()
+    if pick < 0.7:
+        return encode_stored(me, seq)
+    if pick < 0.8:  # another node's: the store is untouched
+        return encode_stored(rng.choice(["bed3-b", "bed3", "BED3-A", rand_node(rng)]), seq)
+    if pick < 0.9:  # a GK broken on the wire: a flipped byte, or cut short by the next line
+        line = bytearray(encode_stored(me, seq))
+        if rng.random() < 0.5:
+            line[rng.randrange(len(line))] ^= rng.randint(1, 255)
+            return bytes(line)
+        return bytes(line[: rng.randint(1, len(line) - 1)])
+    # Well framed, wrong shape: parse_line rejects them, so the node must ignore them.
+    return frame(rng.choice([f"GK,{me},{seq},1", f"GK,{me}", f"GK,{me},-{seq}", f"GK,{me},{seq}x"]).encode())
+
+
+def store_scenario(rng: random.Random, capacity: int, steps: int) -> tuple[str, bytes, Counter[str]]:
+    """A node's life, run on SimNode: readings sent while the host is there and while it is
+    away, GKs, commands, the host coming back, reboots. Returns the harness script for the
+    same life, what SimNode sent (what the C node must send), and a tally."""
+    me = "bed3-a"
+    sim = SimNode(me, seed=rng.randrange(1000), faults=Faults(boot_garbage=False, sentinel=0.05, failed=0.1))
+    sim.unstored = deque(maxlen=capacity)  # the firmware's store, not the simulator's 2,000
+    sim.boot()
+    script: list[str] = []
+    want: list[bytes] = []
+    tally: Counter[str] = Counter()
+    away = 0  # readings left to send before the host comes back
+
+    def host_sends(data: bytes) -> None:
+        pos = 0
+        while pos < len(data):  # in chunks, as a port delivers them
+            step = rng.randint(1, 60)
+            want.extend(e.data for e in sim.receive(data[pos : pos + step]))
+            script.append(f"R {data[pos : pos + step].hex()}")
+            pos += step
+
+    for _ in range(steps):
+        pick = rng.random()
+        if away or pick < 0.4:  # a reading (while away, only readings)
+            before = len(sim.unstored)
+            (emission,) = sim.tick()
+            assert emission.sent is not None and emission.reading == (sim.boot_no, sim.seq)
+            sim.sent(emission)
+            tally["evicted"] += before == len(sim.unstored) == capacity
+            script.append(reading_spec(emission.sent[1]))
+            want.append(emission.data)
+            if away:
+                away -= 1
+                if not away:  # the host is back: replay, then it says what it has stored
+                    replays = [e.data for e in sim.replays()]
+                    tally["replayed"] += len(replays)
+                    script.append("P")
+                    want.extend(replays)
+                    if rng.random() < 0.8:
+                        before = len(sim.unstored)
+                        host_sends(encode_stored(me, max(0, sim.seq - rng.choice([0, 0, 1, 5]))))
+                        tally["dropped"] += before - len(sim.unstored)
+        elif pick < 0.65:
+            before = len(sim.unstored)
+            host_sends(b"".join(stored_lines(rng, sim) for _ in range(rng.choice([1, 1, 2, 3]))))
+            tally["dropped"] += before - len(sim.unstored)
+            tally["gk_kept_all"] += before == len(sim.unstored)
+        elif pick < 0.75:
+            host_sends(rand_host_line(rng, me if rng.random() < 0.8 else None))
+        elif pick < 0.82:
+            away = rng.choice([1, 3, capacity - 1, capacity, capacity + rng.randint(1, 20), rng.randint(1, 100)])
+        elif pick < 0.88:  # the host comes back without having been away long
+            replays = [e.data for e in sim.replays()]
+            tally["replayed"] += len(replays)
+            script.append("P")
+            want.extend(replays)
+        elif pick < 0.9:
+            sim.boot()
+            script.append("B")
+        else:
+            script.append("K")
+            want.append(kept_line(sim))
+    script.append("K")
+    want.append(kept_line(sim))
+    want.append(f"#interval {sim.interval_s}\n".encode())
+    return "".join(line + "\n" for line in script), b"".join(want), tally
+
+
+@pytest.mark.parametrize("capacity", [64, 8])
+def test_c_node_store_and_forward_matches_the_simulated_node(harnesses: dict[int, Path], capacity: int) -> None:
+    """The same readings, GKs, commands, returns of the host and reboots, on SimNode and on
+    the C node logic: the same GD lines, acks and GR replays, byte for byte, and the same
+    readings kept in between."""
+    rng = random.Random(20 + capacity)
+    script, want, tally = store_scenario(rng, capacity, 2500 if capacity == 64 else 1500)
+    got = run(harnesses[capacity], "node", "bed3-a", "300", data=script.encode())
+    got_lines, want_lines = got.splitlines(keepends=True), want.splitlines(keepends=True)
+    for i, (g, w) in enumerate(zip(got_lines, want_lines, strict=False)):
+        assert g == w, f"line {i}: {g!r} != {w!r}"
+    assert len(got_lines) == len(want_lines)
+    kinds = Counter(line[:3] for line in got_lines)
+    assert kinds[b"$GD"] > 500 and kinds[b"$GA"] > 20 and kinds[b"#ke"] > 20
+    assert kinds[b"$GR"] == tally["replayed"] > 10 * capacity
+    assert tally["dropped"] > 200 and tally["gk_kept_all"] > 50 and tally["evicted"] > 30
+
+
+def replay_line(seq: int, value: int) -> bytes:
+    return encode_data("n", seq, {"sm0": value}, replay=True)
+
+
+def test_c_replay_skips_what_a_gk_drops_on_the_way_and_stops_at_its_start(harnesses: dict[int, Path]) -> None:
+    """One GR per pass of the sketch's loop, so GKs land in the middle of a replay."""
+    script = [f"D i:{10 * seq}" for seq in range(1, 7)]
+    script += ["S", "N", "R " + encode_stored("n", 3).hex(), "N", "D i:70", "N", "N", "N", "K"]
+    script += ["S", "N", "R " + encode_stored("n", 100).hex(), "N", "K", "S", "N"]
+    script += ["D i:80", "B", "S", "N", "D i:90", "K"]
+    # A GK that drops the replay's last reading ends it, even with a newer one kept.
+    script += ["D i:100", "D i:110", "S", "N", "D i:120", "R " + encode_stored("n", 3).hex(), "N", "K"]
+    got = run(harnesses[64], "node", "n", "300", "sm0", data="".join(s + "\n" for s in script).encode())
+    want = [encode_data("n", seq, {"sm0": 10 * seq}) for seq in range(1, 7)]
+    want += [replay_line(1, 10), replay_line(4, 40)]  # 2 and 3 were stored before their turn
+    want += [encode_data("n", 7, {"sm0": 70}), replay_line(5, 50), replay_line(6, 60)]
+    want += [b"#none\n", b"#kept 4 5 6 7\n"]  # 7 went out as GD during the replay: not replayed
+    want += [replay_line(4, 40), b"#none\n", b"#kept\n", b"#none\n"]  # a GK past the newest
+    want += [encode_data("n", 8, {"sm0": 80}), b"#none\n", encode_data("n", 1, {"sm0": 90}), b"#kept 1\n"]
+    want += [encode_data("n", 2, {"sm0": 100}), encode_data("n", 3, {"sm0": 110}), replay_line(1, 90)]
+    want += [encode_data("n", 4, {"sm0": 120}), b"#none\n", b"#kept 4\n"]
+    assert got == b"".join(want) + b"#interval 300\n"
+
+
+def test_c_store_full_drops_the_oldest_even_during_a_replay(harnesses: dict[int, Path]) -> None:
+    script = [f"D i:{seq}" for seq in range(1, 11)] + ["K", "S", "N"]
+    script += [f"D i:{seq}" for seq in range(11, 14)] + ["K", "N", "N", "K"]
+    got = run(harnesses[8], "node", "n", "300", "sm0", data="".join(s + "\n" for s in script).encode())
+    want = [encode_data("n", seq, {"sm0": seq}) for seq in range(1, 11)]
+    want += [b"#kept 3 4 5 6 7 8 9 10\n", replay_line(3, 3)]
+    want += [encode_data("n", seq, {"sm0": seq}) for seq in range(11, 14)]
+    want += [
+        b"#kept 6 7 8 9 10 11 12 13\n",
+        replay_line(6, 6),
+        replay_line(7, 7),
+        b"#kept 6 7 8 9 10 11 12 13\n",
+    ]
+    assert got == b"".join(want) + b"#interval 300\n"
+
+
+def test_gc_frame_fits_an_avr(tmp_path: Path) -> None:
+    """Built for the ATmega328P: clean under the 16-bit-int warnings, and the store of
+    unstored readings at the RAM the README states (8 readings in 280 bytes)."""
+    avr_gcc = shutil.which("avr-gcc")
+    if avr_gcc is None:
+        pytest.skip("avr-gcc (Debian: gcc-avr, avr-libc) is not installed")
+    probe = tmp_path / "probe.c"
+    probe.write_text(
+        '#include "gc_frame.h"\n'
+        "typedef char capacity_is_8[GC_UNSTORED_MAX == 8 ? 1 : -1];\n"
+        "typedef char kept_is_33_bytes[sizeof(gc_kept) == 33 ? 1 : -1];\n"
+        "typedef char store_is_280_bytes[sizeof(gc_store) == 280 ? 1 : -1];\n"
+        "typedef char rx_and_line_are_525_bytes[sizeof(gc_rx) + sizeof(gc_line) == 525 ? 1 : -1];\n"
+    )
+    flags = [
+        "-mmcu=atmega328p",
+        "-std=c99",
+        "-Os",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-pedantic",
+        "-Wconversion",
+    ]
+    for source in (FIRMWARE / "gc_frame.c", probe):
+        proc = subprocess.run(
+            [
+                avr_gcc,
+                *flags,
+                "-I",
+                str(FIRMWARE),
+                "-c",
+                str(source),
+                "-o",
+                str(tmp_path / f"{source.stem}.o"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
 
 
 def test_gc_frame_builds_clean_under_stricter_warnings(tmp_path: Path) -> None:

@@ -10,11 +10,25 @@
  *   at boot          $GH,1,<node>,0,fw=...,sensors=sm0;st0;at0;rh0;lx0;tk0;bt0,interval_s=N
  *   every interval   $GD,1,<node>,<seq>,sm0=412,st0=14.5,...     (seq 1, 2, 3, ...)
  *   on a command     $GC,<node>,<seq>,SET,interval_s=N  ->  $GA,<node>,<seq>,OK | ERR,<reason>
+ *   on a GK          $GK,<node>,<seq>  ->  (no answer) forget the readings up to <seq>
+ *   host back        $GR,1,<node>,<seq>,...  each reading not yet stored, oldest first
  *
- * All framing, number formatting and command parsing is in gc_frame.c, which
- * the host tests check against the Python protocol byte for byte; this file
- * only reads sensors and keeps time. Values are raw (counts, degC, %, lx, cm,
- * mV): the host calibrates. A sensor that cannot be read is sent as
+ * Store and forward (docs/protocol.md): a reading is not safe until the host
+ * has stored it, so each one sent is kept (gc_store, in RAM: 8 on an AVR, 64
+ * elsewhere; when full the oldest goes) until a GK for it arrives, and what is
+ * still kept when the host comes back is sent again as GR lines. "Comes back"
+ * is the port being opened: on a native-USB board (ATmega32U4, SAMD, RP2040,
+ * ESP32-S2/S3 with USB CDC) `Serial` turns true when the host raises DTR. On a
+ * board behind a USB-serial chip `Serial` is always true, so there is no
+ * replay; most of those boards (Uno, Nano, many ESP32 dev boards) are reset by
+ * the chip when the port opens, and a reset empties the store anyway: the
+ * readings sent while the host was away are lost there, as before.
+ *
+ * All framing, number formatting, command parsing and the store of unstored
+ * readings is in gc_frame.c, which the host tests check against the Python
+ * protocol (and the store against the simulated node) byte for byte; this
+ * file only reads sensors, keeps time and watches for the host. Values are
+ * raw (counts, degC, %, lx, cm, mV): the host calibrates. A sensor that cannot be read is sent as
  * key=na:<code>, never as a made-up number:
  *
  *   sm0  na:rail   ADC at 0 or full scale: probe unplugged or shorted
@@ -104,22 +118,23 @@ static BH1750 bh1750(BH1750_ADDR);
 
 static gc_rx rx;     /* host -> node bytes */
 static gc_line tx;   /* one line out; never built while another is half built (see loop) */
+static gc_store unstored; /* readings sent and not yet stored by the host (GK), for replay */
 
 static uint32_t interval_s = DEFAULT_INTERVAL_S;
 static uint32_t seq = 0;          /* 0 is the hello; data counts from 1 */
 static uint32_t last_sample_ms = 0;
 static bool sht3x_ok = false;
+static bool host_present = false; /* the port is open, as far as this board can tell */
+static uint32_t host_checked_ms = 0;
 
 static const char *const SENSORS[] = {"sm0", "st0", "at0", "rh0", "lx0", "tk0", "bt0"};
 enum { SM0, ST0, AT0, RH0, LX0, TK0, BT0, N_SENSORS };
 
-/* One value of a frame: thousandths, or the code of a failed reading. */
-struct Reading {
-    int32_t milli;
-    const char *fail; /* NULL when milli holds the value */
-};
+static_assert(N_SENSORS <= GC_READING_VALUES, "gc_store keeps GC_READING_VALUES values a reading");
 
-static Reading readings[N_SENSORS];
+/* One value per sensor: thousandths, or the code of a failed reading (a string
+ * literal: the store keeps the pointer). */
+static gc_value readings[N_SENSORS];
 
 static void set_value(uint8_t i, double value)
 {
@@ -189,46 +204,71 @@ static void save_interval()
 
 /* ------------------------------------------------------------- output */
 
-static void send_line()
+static void send_hello()
 {
+    gc_begin(&tx, GC_HELLO, NODE_ID, 0);
+    gc_append_hello(&tx, FW_VERSION, SENSORS, N_SENSORS, interval_s);
     if (gc_finish(&tx) == GC_OK) {
         Serial.write((const uint8_t *)tx.buf, tx.len);
     }
     /* else: a frame the protocol cannot carry is dropped whole, never cut short */
 }
 
-static void send_hello()
-{
-    gc_begin(&tx, GC_HELLO, NODE_ID, 0);
-    gc_append_hello(&tx, FW_VERSION, SENSORS, N_SENSORS, interval_s);
-    send_line();
-}
-
 static void send_data()
 {
-    uint8_t i;
     seq++; /* wraps after 2^32 - 1 readings: 136 years at one a second */
-    gc_begin(&tx, GC_DATA, NODE_ID, seq);
-    for (i = 0; i < N_SENSORS; i++) {
-        if (readings[i].fail != NULL) {
-            gc_append_na(&tx, SENSORS[i], readings[i].fail);
-        } else {
-            gc_append_milli(&tx, SENSORS[i], readings[i].milli);
-        }
+    /* Builds the GD line and keeps the reading until the host says it stored it.
+     * It is kept even if the host is not there to read it: that is the point. */
+    if (gc_store_send(&unstored, &tx, seq, readings) == GC_OK) {
+        Serial.write((const uint8_t *)tx.buf, tx.len);
     }
-    send_line();
+}
+
+/*
+ * Has the host come back? `Serial` is the port's state on native USB (DTR;
+ * the AVR core's operator bool also waits 10 ms, hence the polling interval).
+ * A close and reopen quicker than HOST_POLL_MS can go unseen; the bridge's
+ * reopen takes longer than that, and it sends a GK when it is back anyway.
+ * ESP32-C3/S3 on the USB-Serial-JTAG port (HWCDC) report the cable, not DTR:
+ * they replay after a replug, not after a bridge restart.
+ */
+#define HOST_POLL_MS 250UL
+
+static void check_host()
+{
+    bool present;
+    if ((uint32_t)(millis() - host_checked_ms) < HOST_POLL_MS) return;
+    host_checked_ms = millis();
+    present = (bool)Serial;
+    if (present && !host_present) gc_store_replay_start(&unstored);
+    host_present = present;
+}
+
+/* At most one GR per pass of loop(), so GKs and commands are read in between:
+ * a reading stored meanwhile is not sent again. */
+static void replay_one()
+{
+    if (gc_store_replay_next(&unstored, &tx) == GC_OK) {
+        Serial.write((const uint8_t *)tx.buf, tx.len);
+    }
 }
 
 /* -------------------------------------------------------------- input */
 
-static void handle_command()
+static void handle_line()
 {
     gc_command cmd;
     uint32_t wanted = 0;
     const char *reason;
+    gc_cmd_status status = gc_parse_command(gc_rx_body(&rx), rx.body_len, &cmd);
+    if (status == GC_CMD_STORED) {
+        /* GK: the host has stored our readings up to cmd.seq. No answer. */
+        if (strcmp(cmd.node_id, NODE_ID) == 0) gc_store_stored(&unstored, cmd.seq);
+        return;
+    }
     /* Rejected lines, and lines that are not commands, are ignored: the host
      * counts its own rejects and retries a command that got no ack. */
-    if (gc_parse_command(gc_rx_body(&rx), rx.body_len, &cmd) != GC_CMD_OK) return;
+    if (status != GC_CMD_OK) return;
     if (strcmp(cmd.node_id, NODE_ID) != 0) return;
     reason = gc_command_interval(&cmd, &wanted);
     if (reason == NULL) {
@@ -253,7 +293,7 @@ static void pump_serial()
     while (Serial.available() > 0) {
         int c = Serial.read();
         if (c < 0) break;
-        if (gc_rx_feed(&rx, (uint8_t)c) == GC_RX_LINE) handle_command();
+        if (gc_rx_feed(&rx, (uint8_t)c) == GC_RX_LINE) handle_line();
     }
 }
 
@@ -417,6 +457,7 @@ void setup()
 {
     Serial.begin(SERIAL_BAUD);
     gc_rx_init(&rx);
+    gc_store_init(&unstored, NODE_ID, SENSORS, N_SENSORS); /* a reboot empties it: RAM */
     load_interval();
 
     pinMode(PIN_TRIG, OUTPUT);
@@ -433,6 +474,8 @@ void setup()
 
     seq = 0;
     send_hello();
+    host_present = (bool)Serial; /* nothing is kept yet: nothing to replay if it is there */
+    host_checked_ms = millis();
     last_sample_ms = millis() - interval_s * 1000UL; /* first reading right away */
 }
 
@@ -440,6 +483,8 @@ void loop()
 {
     uint32_t interval_ms;
     pump_serial();
+    check_host();
+    replay_one();
     interval_ms = interval_s * 1000UL; /* 86,400,000 at most: fits, and millis() wraps cleanly */
     if ((uint32_t)(millis() - last_sample_ms) >= interval_ms) {
         /* Keep to the grid unless a whole interval was missed (a new, shorter

@@ -228,6 +228,16 @@ static gc_status fail(gc_line *line, gc_status status)
     return (gc_status)line->status;
 }
 
+/* Start a line that is refused from the outset: every later call returns status. */
+static gc_status refuse(gc_line *line, gc_status status)
+{
+    line->len = 0;
+    line->status = GC_OK;
+    line->open = 1;
+    line->buf[0] = '\0';
+    return fail(line, status);
+}
+
 static gc_status check_open(gc_line *line)
 {
     if (line->status != GC_OK) return (gc_status)line->status;
@@ -309,10 +319,8 @@ gc_status gc_begin(gc_line *line, gc_kind kind, const char *node_id, uint32_t se
 {
     if (kind == GC_DATA) return start(line, "GD", 1, node_id, seq);
     if (kind == GC_HELLO) return start(line, "GH", 1, node_id, seq);
-    line->len = 0;
-    line->status = GC_OK;
-    line->open = 1;
-    return fail(line, GC_ERR_ARG);
+    if (kind == GC_REPLAY) return start(line, "GR", 1, node_id, seq); /* encode_data(replay=True) */
+    return refuse(line, GC_ERR_ARG);
 }
 
 gc_status gc_append_int(gc_line *line, const char *key, int32_t value)
@@ -579,6 +587,7 @@ const char *gc_cmd_status_name(gc_cmd_status status)
 {
     switch (status) {
     case GC_CMD_OK: return "ok";
+    case GC_CMD_STORED: return "stored";
     case GC_CMD_NOT_COMMAND: return "not_command";
     case GC_CMD_UNKNOWN_TYPE: return "unknown_type";
     case GC_CMD_BAD_FIELD: return "bad_field";
@@ -626,6 +635,33 @@ static size_t key_len(const char *s, size_t flen)
 }
 
 /*
+ * parse_body for a GK line: exactly three fields ("GK takes a node and a
+ * seq") -> bad_field, then node -> bad_node_id, then seq -> bad_seq.
+ */
+static gc_cmd_status parse_stored(const char *body, const char *end, size_t n_fields,
+                                  gc_command *cmd)
+{
+    const char *node, *seq_text;
+    size_t node_len, seq_len;
+    uint32_t seq;
+    if (n_fields != 3) return GC_CMD_BAD_FIELD;
+    node = body + 3; /* past "GK," */
+    node_len = field_len(node, end);
+    seq_text = node + node_len + 1u;
+    seq_len = (size_t)(end - seq_text);
+    if (!node_ok(node, node_len)) return GC_CMD_BAD_NODE_ID;
+    if (!parse_seq(seq_text, seq_len, &seq)) return GC_CMD_BAD_SEQ;
+    memcpy(cmd->node_id, node, node_len);
+    cmd->node_id[node_len] = '\0';
+    cmd->seq = seq;
+    cmd->verb[0] = '\0';
+    cmd->n_args = 0;
+    cmd->interval_text = NULL;
+    cmd->interval_len = 0;
+    return GC_CMD_STORED;
+}
+
+/*
  * parse_body for a GC line:
  *   fields = body.split(","); fewer than 4 -> bad_field;
  *   node (NODE_ID_RE) -> bad_node_id; seq -> bad_seq; verb [A-Z]{2,8} -> bad_field;
@@ -645,8 +681,10 @@ gc_cmd_status gc_parse_command(const char *body, size_t len, gc_command *cmd)
         if (*q == ',') n_fields++;
     }
     flen[0] = field_len(body, end);
+    if (same(body, flen[0], "GK")) return parse_stored(body, end, n_fields, cmd);
     if (!same(body, flen[0], "GC")) {
-        if (same(body, flen[0], "GD") || same(body, flen[0], "GH") || same(body, flen[0], "GA")) {
+        if (same(body, flen[0], "GD") || same(body, flen[0], "GR") || same(body, flen[0], "GH")
+            || same(body, flen[0], "GA")) {
             return GC_CMD_NOT_COMMAND;
         }
         return GC_CMD_UNKNOWN_TYPE;
@@ -708,4 +746,152 @@ const char *gc_command_interval(const gc_command *cmd, uint32_t *interval_s)
     if (cmd->interval_len == 0u || v < GC_INTERVAL_MIN || v > GC_INTERVAL_MAX) return "bad_value";
     *interval_s = v;
     return NULL;
+}
+
+/* ===================================================== store and forward */
+
+gc_status gc_build_reading(gc_line *line, gc_kind kind, const char *node_id, uint32_t seq,
+                           const char *const *keys, const gc_value *values, uint8_t n)
+{
+    uint8_t i;
+    if ((kind != GC_DATA && kind != GC_REPLAY) || keys == NULL || values == NULL) {
+        return refuse(line, GC_ERR_ARG);
+    }
+    gc_begin(line, kind, node_id, seq);
+    for (i = 0; i < n; i++) {
+        if (values[i].fail != NULL) {
+            gc_append_na(line, keys[i], values[i].fail);
+        } else {
+            gc_append_milli(line, keys[i], values[i].milli);
+        }
+    }
+    return gc_finish(line); /* the first error, if an append failed: errors are sticky */
+}
+
+gc_status gc_store_init(gc_store *store, const char *node_id, const char *const *keys,
+                        uint8_t n_keys)
+{
+    store->node_id = node_id;
+    store->keys = keys;
+    store->n_keys = 0;
+    gc_store_clear(store);
+    if (node_id == NULL || keys == NULL || n_keys == 0u || n_keys > GC_READING_VALUES) {
+        return GC_ERR_ARG; /* n_keys 0: gc_store_send builds nothing and keeps nothing */
+    }
+    store->n_keys = n_keys;
+    return GC_OK;
+}
+
+void gc_store_clear(gc_store *store)
+{
+    store->head = 0;
+    store->count = 0;
+    store->replaying = 0;
+    store->replay_next = 0;
+    store->replay_last = 0;
+}
+
+static const gc_kept *kept_at(const gc_store *store, uint8_t i)
+{
+    return &store->slot[((unsigned)store->head + i) % GC_UNSTORED_MAX];
+}
+
+static void drop_oldest(gc_store *store)
+{
+    store->head = (uint8_t)(((unsigned)store->head + 1u) % GC_UNSTORED_MAX);
+    store->count--;
+}
+
+/* The one place a kept reading becomes a line: its GD and its GR differ only in type. */
+static gc_status build_kept(const gc_store *store, const gc_kept *kept, gc_kind kind,
+                            gc_line *line)
+{
+    gc_value_mask bit = 1;
+    uint8_t i;
+    gc_begin(line, kind, store->node_id, kept->seq);
+    for (i = 0; i < store->n_keys; i++, bit = (gc_value_mask)(bit << 1)) {
+        if (kept->failed & bit) {
+            gc_append_na(line, store->keys[i], kept->v[i].fail);
+        } else {
+            gc_append_milli(line, store->keys[i], kept->v[i].milli);
+        }
+    }
+    return gc_finish(line);
+}
+
+gc_status gc_store_send(gc_store *store, gc_line *line, uint32_t seq, const gc_value *values)
+{
+    gc_kept kept;
+    gc_value_mask bit = 1;
+    uint8_t i;
+    gc_status status;
+    if (store->n_keys == 0u || values == NULL) return refuse(line, GC_ERR_STATE);
+    kept.seq = seq;
+    kept.failed = 0;
+    for (i = 0; i < store->n_keys; i++, bit = (gc_value_mask)(bit << 1)) {
+        if (values[i].fail != NULL) {
+            kept.v[i].fail = values[i].fail;
+            kept.failed = (gc_value_mask)(kept.failed | bit);
+        } else {
+            kept.v[i].milli = values[i].milli;
+        }
+    }
+    status = build_kept(store, &kept, GC_DATA, line);
+    if (status != GC_OK) return status; /* not sent, so nothing to keep */
+    if (store->count > 0u && seq <= kept_at(store, (uint8_t)(store->count - 1u))->seq) {
+        gc_store_clear(store);
+    }
+    if (store->count == GC_UNSTORED_MAX) drop_oldest(store); /* full: the oldest goes */
+    store->slot[((unsigned)store->head + store->count) % GC_UNSTORED_MAX] = kept;
+    store->count++;
+    return GC_OK;
+}
+
+/* Seqs grow along the ring, so the readings up to seq are the oldest ones (SimNode.receive). */
+uint8_t gc_store_stored(gc_store *store, uint32_t seq)
+{
+    uint8_t dropped = 0;
+    while (store->count > 0u && kept_at(store, 0)->seq <= seq) {
+        drop_oldest(store);
+        dropped++;
+    }
+    return dropped;
+}
+
+uint8_t gc_store_count(const gc_store *store)
+{
+    return store->count;
+}
+
+uint32_t gc_store_seq(const gc_store *store, uint8_t i)
+{
+    return i < store->count ? kept_at(store, i)->seq : 0u;
+}
+
+void gc_store_replay_start(gc_store *store)
+{
+    store->replaying = store->count > 0u;
+    if (store->replaying) {
+        store->replay_next = kept_at(store, 0)->seq;
+        store->replay_last = kept_at(store, (uint8_t)(store->count - 1u))->seq;
+    }
+}
+
+gc_status gc_store_replay_next(gc_store *store, gc_line *line)
+{
+    uint8_t i;
+    for (i = 0; store->replaying && i < store->count; i++) {
+        const gc_kept *kept = kept_at(store, i);
+        if (kept->seq < store->replay_next) continue; /* sent already in this replay */
+        if (kept->seq > store->replay_last) break;    /* sent after the replay started */
+        if (kept->seq == store->replay_last) {
+            store->replaying = 0; /* this is the last one */
+        } else {
+            store->replay_next = kept->seq + 1u; /* < replay_last: cannot wrap */
+        }
+        /* It was built as a GD, so it builds as a GR: same values, same length. */
+        if (build_kept(store, kept, GC_REPLAY, line) == GC_OK) return GC_OK;
+    }
+    store->replaying = 0;
+    return GC_ERR_STATE;
 }

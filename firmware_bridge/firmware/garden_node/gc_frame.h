@@ -10,9 +10,12 @@
  * '$' to '\n' included.
  *
  *   $GD,1,<node>,<seq>,sm0=412,st0=14.5,...       data      (node -> host)
+ *   $GR,1,<node>,<seq>,sm0=412,st0=14.5,...       replay    (node -> host): a GD sent again
  *   $GH,1,<node>,<seq>,fw=..,sensors=a;b,interval_s=N  hello (node -> host)
  *   $GC,<node>,<seq>,SET,interval_s=600           command   (host -> node)
  *   $GA,<node>,<seq>,OK  |  $GA,<node>,<seq>,ERR,<reason>   ack (node -> host)
+ *   $GK,<node>,<seq>                              stored    (host -> node): readings
+ *                                                 up to <seq> are safe; forget them
  *
  * No malloc, no stdio, no Arduino headers: the same file builds into the
  * sketch and into the host test harness. Integers are sized explicitly, so
@@ -96,7 +99,7 @@ gc_status gc_milli_from_ratio(int32_t num, int32_t den, int32_t *milli);
 
 /* --------------------------------------------------------- line builder */
 
-typedef enum { GC_DATA, GC_HELLO } gc_kind;
+typedef enum { GC_DATA, GC_HELLO, GC_REPLAY } gc_kind; /* GD, GH, GR */
 
 /*
  * One outgoing line. Errors are sticky: after the first failed append every
@@ -111,7 +114,7 @@ typedef struct {
     uint8_t open;              /* 1 between gc_begin and gc_finish */
 } gc_line;
 
-/* "$GD,1,<node>,<seq>" or "$GH,1,<node>,<seq>". */
+/* "$GD,1,<node>,<seq>", "$GH,1,<node>,<seq>" or "$GR,1,<node>,<seq>". */
 gc_status gc_begin(gc_line *line, gc_kind kind, const char *node_id, uint32_t seq);
 gc_status gc_append_int(gc_line *line, const char *key, int32_t value);
 gc_status gc_append_milli(gc_line *line, const char *key, int32_t milli);
@@ -134,8 +137,9 @@ gc_status gc_build_ack(gc_line *line, const char *node_id, uint32_t seq, const c
 /*
  * What feeding one byte produced. Exactly what the Python FrameDecoder yields
  * for the same stream, however it is chunked: GC_RX_LINE for a line that
- * passed the framing and CRC checks (parse it with gc_parse_command), the
- * others are its RejectReasons. One byte yields at most one event.
+ * passed the framing and CRC checks (parse it with gc_parse_command, which
+ * gives the rest of the verdict), the others are its RejectReasons. One byte
+ * yields at most one event.
  */
 typedef enum {
     GC_RX_NONE = 0,     /* nothing complete yet */
@@ -169,8 +173,9 @@ const char *gc_rx_event_name(gc_rx_event event);
 /* ------------------------------------------------------ command parsing */
 
 typedef enum {
-    GC_CMD_OK = 0,
-    GC_CMD_NOT_COMMAND,   /* a GD, GH or GA line: not for a node (not checked further) */
+    GC_CMD_OK = 0,        /* a good GC line: a command */
+    GC_CMD_STORED,        /* a good GK line: cmd->node_id and cmd->seq are set, no verb, no args */
+    GC_CMD_NOT_COMMAND,   /* a GD, GR, GH or GA line: not for a node (not checked further) */
     GC_CMD_UNKNOWN_TYPE,
     GC_CMD_BAD_FIELD,
     GC_CMD_BAD_NODE_ID,
@@ -187,7 +192,13 @@ typedef struct {
     uint8_t interval_len;        /* its length (not NUL-terminated in place) */
 } gc_command;
 
-/* Parse a body as Python's parse_body does; fills cmd only on GC_CMD_OK. */
+/*
+ * Parse a body as Python's parse_body does. A GC line gives GC_CMD_OK, a GK
+ * line GC_CMD_STORED (GK takes exactly a node and a seq: any other field count
+ * is bad_field, then the node and the seq are checked, in that order); cmd is
+ * filled only for those two. A caller that only looks for GC_CMD_OK ignores
+ * GK, as a node without store and forward should.
+ */
 gc_cmd_status gc_parse_command(const char *body, size_t len, gc_command *cmd);
 const char *gc_cmd_status_name(gc_cmd_status status); /* "ok", "bad_field", ... */
 
@@ -199,6 +210,109 @@ const char *gc_cmd_status_name(gc_cmd_status status); /* "ok", "bad_field", ... 
  * -> "bad_value". The returned reason goes into gc_build_ack.
  */
 const char *gc_command_interval(const gc_command *cmd, uint32_t *interval_s);
+
+/* ---------------------------------------------------- store and forward */
+
+/*
+ * A reading is not safe until the host has stored it, so the node keeps each
+ * one it sends until a GK for it arrives, and sends what is still kept again,
+ * oldest first, as GR lines when the host comes back (docs/protocol.md, "Store
+ * and forward"). A reboot empties the store; when it is full, the oldest goes.
+ *
+ * Compact form. A kept reading is its seq and its values (thousandths, or a
+ * pointer to a failure code), not the line's text: for the sketch's seven
+ * values that is 33 bytes on an AVR against about 95 for the line, so eight
+ * take 264 bytes of an ATmega328P's 2048 where eight lines would take over
+ * 750 (and a slot that fits any line, 2 KB). The GR line is rebuilt from the
+ * values by the code that built the GD line, so it carries the same text.
+ *
+ * GC_UNSTORED_MAX readings are kept: 8 on an AVR, 64 elsewhere (an ESP32 has
+ * RAM to spare). GC_READING_VALUES is the most values a reading has: the
+ * sketch's seven sensors. Change either with a compiler flag (-D), never with
+ * a #define in the sketch: gc_frame.c must see the same values.
+ */
+#ifndef GC_UNSTORED_MAX
+#if defined(__AVR__)
+#define GC_UNSTORED_MAX 8
+#else
+#define GC_UNSTORED_MAX 64
+#endif
+#endif
+#ifndef GC_READING_VALUES
+#define GC_READING_VALUES 7
+#endif
+#if GC_UNSTORED_MAX < 1 || GC_UNSTORED_MAX > 255
+#error "GC_UNSTORED_MAX must be 1..255"
+#endif
+#if GC_READING_VALUES < 1 || GC_READING_VALUES > 16
+#error "GC_READING_VALUES must be 1..16"
+#endif
+
+/* One value of a reading. */
+typedef struct {
+    int32_t milli;    /* the value in thousandths, when fail is NULL */
+    const char *fail; /* else the failure code: sent as na:<fail>, "unknown" as bare na.
+                         The store keeps the pointer: use a string literal. */
+} gc_value;
+
+/* A whole GD (kind GC_DATA) or GR (GC_REPLAY) line: key i = value i, in order. */
+gc_status gc_build_reading(gc_line *line, gc_kind kind, const char *node_id, uint32_t seq,
+                           const char *const *keys, const gc_value *values, uint8_t n);
+
+#if GC_READING_VALUES <= 8
+typedef uint8_t gc_value_mask;
+#else
+typedef uint16_t gc_value_mask;
+#endif
+
+typedef struct {
+    uint32_t seq;
+    union {
+        int32_t milli;
+        const char *fail;
+    } v[GC_READING_VALUES];
+    gc_value_mask failed; /* bit i: v[i] holds a failure code */
+} gc_kept;
+
+typedef struct {
+    gc_kept slot[GC_UNSTORED_MAX]; /* a ring: slot[head] is the oldest */
+    const char *node_id;
+    const char *const *keys;
+    uint8_t n_keys;
+    uint8_t head;
+    uint8_t count;
+    uint8_t replaying;    /* a replay is under way */
+    uint32_t replay_next; /* it sends the oldest kept reading with seq >= this */
+    uint32_t replay_last; /* up to this one, the newest kept when it started */
+} gc_store;
+
+/* node_id and keys are kept, not copied. GC_ERR_ARG if n_keys is 0 or over GC_READING_VALUES. */
+gc_status gc_store_init(gc_store *store, const char *node_id, const char *const *keys,
+                        uint8_t n_keys);
+/* Forget everything (a reboot does this too: the store is RAM). */
+void gc_store_clear(gc_store *store);
+/*
+ * Build the GD line for a reading into line and, if it could be built, keep
+ * the reading (the oldest goes if the store is full). Seqs must grow: a seq
+ * at or below the newest kept one empties the store first (to the host that
+ * is a new boot, and the ring stays in seq order).
+ */
+gc_status gc_store_send(gc_store *store, gc_line *line, uint32_t seq, const gc_value *values);
+/* A GK for this node: forget every kept reading with a seq up to seq. Returns how many. */
+uint8_t gc_store_stored(gc_store *store, uint32_t seq);
+uint8_t gc_store_count(const gc_store *store);
+/* The seq of kept reading i, 0 the oldest; i < gc_store_count(). */
+uint32_t gc_store_seq(const gc_store *store, uint8_t i);
+/*
+ * The host came back: replay what is kept now, oldest first. Call
+ * gc_store_replay_next once per pass of the main loop, so that GKs and
+ * commands are read between GR lines: a reading a GK drops before its turn
+ * is not sent, and readings sent after the start are not replayed (they
+ * went out as GD while the host was there). Starting again restarts it.
+ */
+void gc_store_replay_start(gc_store *store);
+/* Build the next GR line into line: GC_OK, or GC_ERR_STATE when there is none left. */
+gc_status gc_store_replay_next(gc_store *store, gc_line *line);
 
 #ifdef __cplusplus
 }

@@ -124,6 +124,7 @@ class Hub:
             return
         log.info("connected to %r (session present: %s)", self.settings.broker, flags.session_present)
         client.subscribe([(t, 1) for t in self._subscriptions()])
+        self._status_sent = 0.0  # say "online" now, after the SUBSCRIBE on the same connection
         self._connected.set()
 
     def _on_disconnect(

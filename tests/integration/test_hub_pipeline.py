@@ -1,0 +1,258 @@
+"""The hub against the real Mosquitto and the real InfluxDB (1.6).
+
+- end to end: simulated nodes on ptys -> bridge -> broker -> hub -> InfluxDB,
+  N readings give exactly N points, and the latency from serial line to
+  queryable point;
+- InfluxDB killed for 60 s while readings arrive at 200 msg/s;
+- the hub SIGKILLed mid-stream;
+- malformed payloads: refused, dead-lettered, and the ingest goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from firmware_bridge.simulator.node import Faults
+from garden.influx import Influx, InfluxSettings
+from tests.servers import Influxd
+
+from .conftest import COUNTS, Broker, Collector, wait_for
+from .test_bridge_pipeline import SimThread, start_bridge
+
+pytestmark = pytest.mark.integration
+
+
+class HubProcess:
+    def __init__(self, broker: Broker, influxd: Influxd, workdir: Path, garden: str, database: str) -> None:
+        self.cmd = [sys.executable, "-m", "garden", "hub", "run", "--mqtt", broker.url, "--influx", influxd.url,
+                    "--garden", garden, "-vv"]  # fmt: skip
+        self.log = workdir / "hub.log"
+        self.garden = garden
+        self.env = {
+            **os.environ,
+            "GARDEN_CONFIG": "/dev/null",
+            "GARDEN_DATA_DIR": str(workdir / "hub-data"),
+            "GARDEN_HUB_ID": "test-hub",
+            "GARDEN_INFLUX_DATABASE": database,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+
+    def wait_online(self, broker: Broker) -> None:
+        """Until the hub's retained status says online: it is subscribed by then."""
+        from firmware_bridge.mqtt_link import parse_broker_url, read_retained
+
+        def online() -> bool:
+            found = read_retained(parse_broker_url(broker.url), (f"garden/{self.garden}/hub/+/status",), wait_s=0.2)
+            return any(json.loads(p).get("state") == "online" for p in found.values())
+
+        wait_for(online, 20, "the hub to come online")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(20)
+            self.proc = None
+
+
+@pytest.fixture
+def database(running_influxd: Influxd, garden: str) -> Iterator[Influx]:
+    influx = Influx(InfluxSettings(url=running_influxd.url, database=garden))
+    influx.execute(f'CREATE DATABASE "{garden}"')
+    yield influx
+    influx.close()
+
+
+@pytest.fixture
+def hub(running_broker: Broker, running_influxd: Influxd, tmp_path: Path, garden: str, database: Influx):  # type: ignore[no-untyped-def]
+    process = HubProcess(running_broker, running_influxd, tmp_path, garden, garden)
+    process.start()
+    process.wait_online(running_broker)
+    yield process
+    process.stop()
+
+
+def stored_keys(influx: Influx) -> list[tuple[str, int, int]]:
+    """(node, boot, seq) of every soil_moisture point: one point per reading."""
+    rows = influx.query('SELECT "seq", "boot" FROM "soil_moisture" GROUP BY "node"')
+    broken = [(s.tags, r) for s in rows for r in s.records() if r["boot"] is None or r["seq"] is None]
+    assert not broken, f"points missing seq or boot: {broken[:3]}"
+    return [(s.tags["node"], int(r["boot"]), int(r["seq"])) for s in rows for r in s.records()]
+
+
+class Publisher:
+    """Publishes synthetic telemetry at a steady rate, QoS 1, and records what it sent."""
+
+    def __init__(self, broker: Broker, garden: str) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        self.garden = garden
+        self.sent: list[tuple[str, int, int]] = []
+        self.n = 0  # messages so far, over every run(): names and times stay unique
+
+    def run(self, rate: float, seconds: float, nodes: int = 4) -> None:
+        start = time.monotonic()
+        first = self.n
+        while time.monotonic() - start < seconds:
+            n = self.n
+            node = f"p{n % nodes}"
+            seq = n // nodes + 1
+            body = {
+                "ts": time.time_ns() // 1_000_000 + n % nodes,  # unique per node
+                "node": node,
+                "boot": 1,
+                "seq": seq,
+                "raw": {"sm0": 400},
+                "values": {"sm0": {"vwc_pct": 25.0}},
+                "bridge": "pub",
+            }
+            info = self.client.publish(f"garden/{self.garden}/node/{node}/telemetry", json.dumps(body), qos=1)
+            info.wait_for_publish(5)
+            self.sent.append((node, 1, seq))
+            self.n += 1
+            delay = start + (self.n - first) / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def report(name: str, sent: list[tuple[str, int, int]], stored: list[tuple[str, int, int]]) -> None:
+    lost = len(set(sent) - set(stored))
+    duplicates = len(stored) - len(set(stored))
+    line = f"[{name}] published={len(sent)} points={len(stored)} lost={lost} duplicates={duplicates}"
+    print("\n" + line)
+    COUNTS.append(line)
+    assert lost == 0 and duplicates == 0 and set(stored) == set(sent)
+
+
+def test_end_to_end_n_readings_n_points_and_latency(
+    running_broker: Broker, collector: Collector, garden: str, hub: HubProcess, database: Influx,
+    tmp_path: Path, bridge_factory,  # type: ignore[no-untyped-def]
+) -> None:  # fmt: skip
+    sim = SimThread(tmp_path, nodes=3, count=200, rate=20.0, faults=Faults())
+    first_seen: dict[tuple[str, int, int], float] = {}
+    stop = threading.Event()
+
+    def watch() -> None:  # when does each reading become queryable?
+        while not stop.is_set():
+            now = time.time()
+            for key in stored_keys(database):
+                first_seen.setdefault(key, now)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start_bridge(sim, running_broker, tmp_path, bridge_factory, garden)
+    sim.start()
+    sim.join(60)
+    produced = sim.keys()
+    wait_for(lambda: len(first_seen) >= len(produced), 30, "every reading in InfluxDB")
+    stop.set()
+    watcher.join(5)
+    report("end-to-end", sorted(produced), stored_keys(database))
+    written = {(str(e["node"]), int(e["boot"]), int(e["seq"])): float(e["t"]) for e in sim.entries()}  # type: ignore[call-overload]
+    latencies = sorted(first_seen[k] - written[k] for k in produced)
+    p50 = statistics.median(latencies)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    COUNTS.append(f"[end-to-end] serial line to queryable point: p50={p50 * 1000:.0f} ms p99={p99 * 1000:.0f} ms "
+                  f"(polled every 50 ms)")  # fmt: skip
+    assert p99 < 10  # a sanity bound, not a benchmark: see benchmarks/
+    sim.stop()
+
+
+def test_influxdb_down_60s_at_200_msgs(
+    running_broker: Broker, running_influxd: Influxd, garden: str, hub: HubProcess, database: Influx
+) -> None:
+    publisher = Publisher(running_broker, garden)
+    try:
+        publisher.run(rate=200, seconds=3)
+        running_influxd.kill()
+        killed = time.monotonic()
+        publisher.run(rate=200, seconds=60)
+        running_influxd.start()
+        COUNTS.append(f"[influx-down] InfluxDB was down {time.monotonic() - killed:.1f}s")
+        publisher.run(rate=200, seconds=3)
+    finally:
+        publisher.close()
+    wait_for(lambda: len(stored_keys(database)) >= len(publisher.sent), 90, "the hub's backlog to drain")
+    time.sleep(1)
+    report("influx-down", publisher.sent, stored_keys(database))
+
+
+def test_hub_sigkill_mid_stream(running_broker: Broker, garden: str, hub: HubProcess, database: Influx) -> None:
+    publisher = Publisher(running_broker, garden)
+    done = threading.Event()
+
+    def feed() -> None:
+        publisher.run(rate=200, seconds=8)
+        done.set()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    time.sleep(3)
+    hub.stop(signal.SIGKILL)
+    time.sleep(2)
+    hub.start()
+    done.wait(30)
+    publisher.close()
+    try:
+        wait_for(lambda: len(stored_keys(database)) >= len(publisher.sent), 60, "everything stored")
+    finally:
+        stored = stored_keys(database)
+        missing = sorted(set(publisher.sent) - set(stored))
+        print(f"sent={len(publisher.sent)} stored={len(stored)} missing={len(missing)} first={missing[:5]}")
+    time.sleep(1)
+    report("hub-sigkill", publisher.sent, stored_keys(database))
+
+
+def test_malformed_payloads_are_dead_lettered_and_ingest_goes_on(
+    running_broker: Broker, garden: str, hub: HubProcess, database: Influx, tmp_path: Path
+) -> None:
+    now = time.time_ns() // 1_000_000
+
+    def body(**changes: object) -> bytes:
+        return json.dumps({"ts": now, "node": "x1", "boot": 1, "seq": 1, "raw": {"sm0": 400}} | changes).encode()
+
+    bad = {
+        "not_json": b"{nope",
+        "wrong_type": body(seq="one"),
+        "too_old": body(ts=1000),
+        "in_future": body(ts=now + 10 * 86_400_000),
+        "not_finite": body().replace(b"400", b"NaN"),
+        "wrong_node": body(node="x2"),
+        "too_large": b" " * 70_000,
+    }
+    publisher = Publisher(running_broker, garden)
+    for payload in bad.values():
+        publisher.client.publish(f"garden/{garden}/node/x1/telemetry", payload, qos=1).wait_for_publish(5)
+    publisher.run(rate=100, seconds=1)
+    publisher.close()
+    wait_for(lambda: len(stored_keys(database)) >= len(publisher.sent), 30, "the good readings")
+    report("malformed", publisher.sent, stored_keys(database))
+    result = subprocess.run(
+        [sys.executable, "-m", "garden", "hub", "dead-letters", "--json"],
+        env={**hub.env}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    reasons = {row["reason"] for row in json.loads(result.stdout)}
+    COUNTS.append(f"[malformed] dead-lettered reasons: {sorted(reasons)}")
+    assert reasons == set(bad)

@@ -1,0 +1,765 @@
+"""The Grafana dashboards and their provisioning: valid models, and queries that answer.
+
+Grafana itself cannot run here, so queries are expanded the way Grafana does and
+run against the real InfluxDB (the session's influxd 1.6; the expansion, macros,
+interval and template variables, is in grafana_queries.py). The data is written
+through the hub's own point builder, ``garden.points.telemetry_lines`` (and
+``garden.points.line`` for status points and events), from three simulated nodes
+over three days (seed.py); the lead will switch seeding to the full MQTT
+pipeline once the ingester exists.
+
+Every panel query, annotation query and template variable query is run for
+every value of the dashboard's variable, over the whole three days and over the
+last six hours, and its answer is compared with what the simulated garden
+actually sent: one series per bed, tank, node or port as the panel groups them,
+the right columns, and values recomputed here from the data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from garden.influx import Influx, InfluxSettings, Series
+from tests.dashboards import grafana_queries as gq
+from tests.dashboards import yaml_subset
+from tests.dashboards.seed import DAY_MS, Facts, NodeFacts, simulate
+from tests.servers import Influxd
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARDS = ROOT / "dashboards"
+DASHBOARD_FILES = sorted((DASHBOARDS / "json").glob("*.json"))
+DATASOURCE_YAML = DASHBOARDS / "provisioning" / "datasources" / "garden.yaml"
+DATASOURCE_V1_EXAMPLE = DASHBOARDS / "provisioning" / "datasources" / "garden-influx1.yaml.example"
+PROVIDER_YAML = DASHBOARDS / "provisioning" / "dashboards" / "garden.yaml"
+DS_UID = "garden-influx"
+DATABASE = "garden"
+HOUR_MS = 3_600_000
+
+try:  # PyYAML is not a project dependency; the strict subset reader stands in
+    import yaml as _pyyaml
+except ImportError:  # pragma: no cover - depends on the machine
+    _pyyaml = None
+
+
+def load_yaml(path: Path) -> Any:
+    text = path.read_text()
+    if _pyyaml is not None:
+        return _pyyaml.safe_load(text)
+    return yaml_subset.loads(text, str(path))
+
+
+def load_dashboards() -> dict[str, dict[str, Any]]:
+    return {path.name: json.loads(path.read_text()) for path in DASHBOARD_FILES}
+
+
+def datasource_min_interval() -> str | None:
+    interval: str | None = load_yaml(DATASOURCE_YAML)["datasources"][0]["jsonData"].get("timeInterval")
+    return interval
+
+
+def walk_panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])  # panels inside a collapsed row
+
+
+# ===================================================== provisioning (YAML)
+
+
+ENV_ONLY = re.compile(r"^(?:[^$]*\$\{[A-Z][A-Z0-9_]*\})+[^$]*$")
+
+
+def test_datasource_is_influxql_on_2x_with_a_token_from_the_environment() -> None:
+    doc = load_yaml(DATASOURCE_YAML)
+    assert doc["apiVersion"] == 1
+    [ds] = doc["datasources"]
+    assert ds["uid"] == DS_UID and ds["type"] == "influxdb" and ds["access"] == "proxy"
+    assert ds["jsonData"]["version"] == "InfluxQL"
+    assert ds["jsonData"]["dbName"] == DATABASE
+    assert ds["jsonData"]["httpHeaderName1"] == "Authorization"
+    assert ds["secureJsonData"] == {"httpHeaderValue1": "Token ${GARDEN_GRAFANA_INFLUX_TOKEN}"}
+    assert ENV_ONLY.match(ds["url"]), "the URL comes from the environment"
+    gq.interval_to_ms(ds["jsonData"]["timeInterval"])  # a valid Grafana interval
+    for forbidden in ("password", "basicAuthPassword", "token"):
+        assert forbidden not in ds and forbidden not in ds["jsonData"]
+
+
+def test_influx1_example_uses_the_same_uid_and_user_and_password_from_the_environment() -> None:
+    assert not DATASOURCE_V1_EXAMPLE.name.endswith((".yaml", ".yml")), "Grafana must not load it"
+    [v1] = load_yaml(DATASOURCE_V1_EXAMPLE)["datasources"]
+    [v2] = load_yaml(DATASOURCE_YAML)["datasources"]
+    assert v1["uid"] == v2["uid"] == DS_UID
+    assert v1["jsonData"]["dbName"] == DATABASE and v1["jsonData"]["version"] == "InfluxQL"
+    assert ENV_ONLY.match(v1["user"]) and ENV_ONLY.match(v1["url"])
+    assert set(v1["secureJsonData"]) == {"password"} and ENV_ONLY.match(v1["secureJsonData"]["password"])
+    assert "httpHeaderName1" not in v1["jsonData"]
+    assert v1["jsonData"]["timeInterval"] == v2["jsonData"]["timeInterval"]
+
+
+def test_no_literal_secret_in_any_provisioning_file() -> None:
+    def secrets(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                yield from secrets(v, k)
+        elif isinstance(node, list):
+            for v in node:
+                yield from secrets(v, key)
+        elif re.search(r"password|secret|token|httpHeaderValue|^user$", key, re.IGNORECASE):
+            yield key, node
+
+    for path in (DATASOURCE_YAML, DATASOURCE_V1_EXAMPLE, PROVIDER_YAML):
+        for key, value in secrets(load_yaml(path)):
+            assert isinstance(value, str) and ENV_ONLY.match(value), f"{path.name}: {key} is literal"
+
+
+def test_dashboard_provider_loads_the_mounted_json_folder() -> None:
+    doc = load_yaml(PROVIDER_YAML)
+    assert doc["apiVersion"] == 1
+    [provider] = doc["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards/garden"
+
+
+def test_yaml_subset_reader_agrees_with_pyyaml() -> None:
+    """The fallback reader must read our files exactly as PyYAML (and so Grafana) does."""
+    files = (DATASOURCE_YAML, DATASOURCE_V1_EXAMPLE, PROVIDER_YAML)
+    ours = [yaml_subset.loads(p.read_text(), str(p)) for p in files]
+    if _pyyaml is not None:
+        assert ours == [_pyyaml.safe_load(p.read_text()) for p in files]
+        return
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no PyYAML here to compare with")
+    script = "import json,sys,yaml; print(json.dumps([yaml.safe_load(open(f)) for f in sys.argv[1:]]))"
+    run = subprocess.run([python, "-c", script, *map(str, files)], capture_output=True, text=True, timeout=30)
+    if run.returncode != 0:
+        pytest.skip("the system python has no PyYAML to compare with")
+    assert ours == json.loads(run.stdout)
+
+
+def test_yaml_subset_reader_refuses_what_it_does_not_understand() -> None:
+    for bad in ("a: {b: 1}\n", "a: &x 1\n", "a: |\n  text\n", "a: 1\n a: 2\n", "a: 1\na: 2\n"):
+        with pytest.raises(yaml_subset.YamlSubsetError):
+            yaml_subset.loads(bad)
+
+
+# ========================================================= dashboard models
+
+DASHBOARD_KEYS = {"uid", "title", "panels", "templating", "annotations", "schemaVersion", "time", "tags"}
+PANEL_TYPES = {"timeseries", "stat", "bargauge", "table", "row", "text", "gauge", "state-timeline"}
+UID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+def test_four_dashboards_with_unique_uids_and_titles() -> None:
+    dashboards = load_dashboards()
+    assert len(dashboards) == 4
+    uids = [d["uid"] for d in dashboards.values()]
+    titles = [d["title"] for d in dashboards.values()]
+    assert len(set(uids)) == 4 and len(set(titles)) == 4
+    assert all(UID_RE.match(uid) for uid in uids)
+
+
+@pytest.mark.parametrize("name", [p.name for p in DASHBOARD_FILES])
+def test_dashboard_model(name: str) -> None:
+    d = load_dashboards()[name]
+    assert set(d) >= DASHBOARD_KEYS, f"missing {DASHBOARD_KEYS - set(d)}"
+    assert 36 <= d["schemaVersion"] <= 41
+    assert d.get("id") is None, "provisioned dashboards carry no database id"
+    assert d["time"]["from"].startswith("now-")
+    panels = list(walk_panels(d))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    cells: set[tuple[int, int]] = set()
+    for p in panels:
+        where = f"{name} panel {p['id']} {p.get('title')!r}"
+        assert p["type"] in PANEL_TYPES, where
+        assert p.get("title") and p.get("description"), f"{where}: needs a title and a description"
+        pos = p["gridPos"]
+        assert pos["x"] >= 0 and pos["y"] >= 0 and pos["w"] >= 1 and pos["h"] >= 1, where
+        assert pos["x"] + pos["w"] <= 24, f"{where}: wider than the 24-column grid"
+        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        assert not cells & mine, f"{where}: overlaps another panel"
+        cells |= mine
+        if p["type"] == "row":
+            continue
+        assert p["datasource"] == {"type": "influxdb", "uid": DS_UID}, where
+        defaults = p["fieldConfig"]["defaults"]
+        assert defaults.get("unit"), f"{where}: needs a unit"
+        assert defaults["thresholds"]["steps"][0]["value"] is None, f"{where}: first threshold is the base"
+        refs = [t["refId"] for t in p["targets"]]
+        assert refs and len(refs) == len(set(refs)), where
+        for t in p["targets"]:
+            assert t["datasource"] == {"type": "influxdb", "uid": DS_UID}, where
+            assert t["rawQuery"] is True and t["query"].lstrip().upper().startswith("SELECT"), where
+            assert t["resultFormat"] in ("time_series", "table"), where
+            if "GROUP BY time(" in t["query"]:
+                assert "$timeFilter" in t["query"], f"{where}: a time grouping needs $timeFilter"
+    for a in d["annotations"]["list"]:
+        if a.get("builtIn"):
+            assert a["datasource"]["type"] == "grafana"
+            continue
+        assert a["datasource"] == {"type": "influxdb", "uid": DS_UID}
+        assert "$timeFilter" in a["query"]
+        target = a["target"]  # what Grafana 10+ runs; the top-level fields are the legacy form
+        assert target["query"] == a["query"] and target["fromAnnotations"] is True
+        assert target["textColumn"] == a["textColumn"] and target["tagsColumn"] == a["tagsColumn"]
+    for v in d["templating"]["list"]:
+        assert v["type"] == "query" and v["datasource"] == {"type": "influxdb", "uid": DS_UID}
+        assert v["query"] == v["definition"]
+
+
+@pytest.mark.parametrize("name", [p.name for p in DASHBOARD_FILES])
+def test_every_variable_used_is_defined(name: str) -> None:
+    d = load_dashboards()[name]
+    defined = {v["name"] for v in d["templating"]["list"]}
+    texts: list[tuple[str, str, bool]] = []  # (where, text, is_alias)
+    for p in walk_panels(d):
+        texts.append((f"panel {p['id']} title", p["title"], False))
+        for t in p.get("targets", []):
+            texts.append((f"panel {p['id']} query {t['refId']}", t["query"], False))
+            texts.append((f"panel {p['id']} alias {t['refId']}", t.get("alias", ""), True))
+    for a in d["annotations"]["list"]:
+        texts.append((f"annotation {a['name']}", a.get("query", ""), False))
+    for v in d["templating"]["list"]:
+        texts.append((f"variable {v['name']}", v["query"], False))
+    for where, text, is_alias in texts:
+        for used in gq.names_used(text):
+            ok = used in defined or used in gq.MACROS or (is_alias and gq.ALIAS_PATTERNS.match(used))
+            assert ok, f"{name} {where}: ${used} is not a variable of this dashboard or a Grafana macro"
+    for v in d["templating"]["list"]:
+        assert any(f"${v['name']}" in text for _, text, _ in texts), f"variable {v['name']} is never used"
+
+
+WATER_NEED = [("red", None), ("orange", 15), ("green", 20), ("blue", 40)]
+
+
+def test_moisture_panels_colour_by_water_need() -> None:
+    found = 0
+    for d in load_dashboards().values():
+        for p in walk_panels(d):
+            if any('"vwc_pct"' in t["query"] for t in p.get("targets", [])):
+                steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+                assert [(s["color"], s["value"]) for s in steps] == WATER_NEED, p["title"]
+                assert p["fieldConfig"]["defaults"]["unit"] == "percent"
+                found += 1
+    assert found >= 3
+
+
+# ================================================ Grafana's query expansion
+
+
+def ctx_for(text_vars: Mapping[str, gq.Variable] | None = None, interval_ms: int = 300_000) -> gq.Context:
+    return gq.Context(gq.TimeRange(1_700_000_000_000, 1_700_086_400_000), interval_ms, text_vars or {})
+
+
+def test_time_filter_and_interval_macros_expand_as_the_influxql_backend_does() -> None:
+    q = 'SELECT mean("x") FROM "m" WHERE $timeFilter GROUP BY time($__interval) -- $__interval_ms $interval'
+    assert gq.expand_query(q, ctx_for()) == (
+        'SELECT mean("x") FROM "m" WHERE time >= 1700000000000ms and time <= 1700086400000ms '
+        "GROUP BY time(5m) -- 300000 5m"
+    )
+    assert gq.expand_query("${__from} ${__to}", ctx_for()) == "1700000000000 1700086400000"
+
+
+@pytest.mark.parametrize(
+    ("span_ms", "points", "min_interval", "expected"),
+    [
+        (6 * HOUR_MS, 1920, "5m", "5m"),  # 11 s rounds to 10 s, raised to the datasource's 5 m
+        (6 * HOUR_MS, 1920, None, "10s"),
+        (3 * DAY_MS, 1920, "5m", "5m"),
+        (30 * DAY_MS, 1920, "5m", "20m"),  # 1350 s rounds to 20 m
+        (30 * DAY_MS, 500, "5m", "1h"),  # 5184 s rounds to 1 h
+        (30 * DAY_MS, 480, "5m", "2h"),  # 5400 s is where 2 h begins
+        (365 * DAY_MS, 1920, "5m", "6h"),
+    ],
+)
+def test_interval_is_grafanas(span_ms: int, points: int, min_interval: str | None, expected: str) -> None:
+    rng = gq.TimeRange(0, span_ms)
+    assert gq.format_interval(gq.calculate_interval(rng, points, min_interval)) == expected
+
+
+def test_template_variables_are_escaped_only_where_grafana_escapes_them() -> None:
+    bed = gq.Variable("bed", "bed.1(b)")
+    beds = gq.Variable("beds", ["a.b", "c"], options=["a.b", "c", "d"], multi=True, include_all=True)
+    ctx = ctx_for({"bed": bed, "beds": beds})
+    # Used inside a regex somewhere in the query: escaped, there and everywhere else in it.
+    regex_use = """WHERE "bed" =~ /^$bed$/ AND "x" = '$bed'"""
+    assert gq.expand_query(regex_use, ctx) == r"""WHERE "bed" =~ /^bed\.1\(b\)$/ AND "x" = 'bed\.1\(b\)'"""
+    assert gq.expand_query("WHERE \"bed\" = '$bed'", ctx) == "WHERE \"bed\" = 'bed.1(b)'"
+    assert gq.expand_query("WHERE \"bed\" = '${bed}'", ctx) == "WHERE \"bed\" = 'bed.1(b)'"
+    assert gq.expand_query('"b" =~ /^$beds$/', ctx) == r'"b" =~ /^(a\.b|c)$/'
+    all_beds = gq.Context(ctx.time_range, ctx.interval_ms, {"beds": gq.Variable(
+        "beds", gq.ALL_VALUE, options=["a", "b/c"], multi=True, include_all=True)})  # fmt: skip
+    assert gq.expand_query('"b" =~ /^$beds$/', all_beds) == r'"b" =~ /^(a|b\/c)$/'
+    custom_all = gq.Context(ctx.time_range, ctx.interval_ms, {"beds": gq.Variable(
+        "beds", gq.ALL_VALUE, options=["a"], multi=True, include_all=True, all_value=".*")})  # fmt: skip
+    assert gq.expand_query('"b" =~ /^$beds$/', custom_all) == '"b" =~ /^.*$/'
+    numeric = gq.Context(ctx.time_range, ctx.interval_ms, {"bed": gq.Variable("bed", "3.5")})
+    assert gq.expand_query('"bed" =~ /^$bed$/', numeric) == '"bed" =~ /^3.5$/'
+    # Annotations: Grafana passes no query text, so a single value is never escaped.
+    assert gq.expand_annotation('"bed" =~ /^$bed$/', ctx) == '"bed" =~ /^bed.1(b)$/'
+    assert gq.expand_query("$unknown stays", ctx) == "$unknown stays"
+
+
+# ================================================== the real InfluxDB, seeded
+
+
+@dataclass(frozen=True)
+class Seeded:
+    db: Influx
+    facts: Facts
+
+
+@pytest.fixture(scope="module")
+def seeded(influxd: Influxd) -> Iterator[Seeded]:
+    if influxd.proc is None:  # an earlier test may have stopped the session's server
+        influxd.start()
+    db = Influx(InfluxSettings(url=influxd.url, database=DATABASE))
+    db.execute(f'DROP DATABASE "{DATABASE}"')
+    # As `garden hub init` does on 1.x (docs/schema.md): raw is the default policy.
+    db.execute(f'CREATE DATABASE "{DATABASE}" WITH DURATION 400d REPLICATION 1 NAME "raw"')
+    db.execute(f'CREATE RETENTION POLICY "hourly" ON "{DATABASE}" DURATION 1825d REPLICATION 1')
+    db.execute(f'CREATE RETENTION POLICY "daily" ON "{DATABASE}" DURATION INF REPLICATION 1')
+    end_ms = int(time.time() // 86_400) * DAY_MS  # the last midnight (UTC): whole days, all in the past
+    facts = simulate(end_ms)
+    for i in range(0, len(facts.lines), 5000):
+        db.write_lines(facts.lines[i : i + 5000])
+    yield Seeded(db, facts)
+    db.execute(f'DROP DATABASE "{DATABASE}"')
+    db.close()
+
+
+def ranges(facts: Facts) -> dict[str, gq.TimeRange]:
+    return {
+        "3 days": gq.TimeRange(facts.start_ms, facts.end_ms),
+        "last 6 hours": gq.TimeRange(facts.end_ms - 6 * HOUR_MS, facts.end_ms),
+    }
+
+
+def variable_options(db: Influx, model: Mapping[str, Any], rng: gq.TimeRange) -> list[str]:
+    ctx = gq.Context(rng, gq.interval_to_ms("5m"))
+    return gq.metric_find_values(db.query(gq.expand_query(model["query"], ctx)))
+
+
+def variable_choices(db: Influx, dashboard: Mapping[str, Any], rng: gq.TimeRange) -> list[dict[str, gq.Variable]]:
+    """Every value a gardener can pick: each option, and All where offered."""
+    per_variable: list[list[gq.Variable]] = []
+    for model in dashboard["templating"]["list"]:
+        options = variable_options(db, model, rng)
+        picks: list[str | list[str]] = [[o] if model.get("multi") else o for o in options]
+        if model.get("includeAll"):
+            picks.insert(0, gq.ALL_VALUE)
+        per_variable.append([gq.Variable.from_model(model, options, pick) for pick in picks])
+    return [{v.name: v for v in combo} for combo in itertools.product(*per_variable)]
+
+
+def selected(variable: gq.Variable) -> list[str]:
+    if variable.current == gq.ALL_VALUE:
+        return list(variable.options)
+    return [variable.current] if isinstance(variable.current, str) else list(variable.current)
+
+
+def test_template_variable_queries_list_the_beds_and_nodes(seeded: Seeded) -> None:
+    dashboards = load_dashboards()
+    rng = ranges(seeded.facts)["3 days"]
+    [bed] = dashboards["bed-detail.json"]["templating"]["list"]
+    [node] = dashboards["node-health.json"]["templating"]["list"]
+    assert variable_options(seeded.db, bed, rng) == seeded.facts.beds
+    assert variable_options(seeded.db, node, rng) == sorted(seeded.facts.nodes)
+
+
+# ------------------------------------------------- recomputing the answers
+
+
+@dataclass(frozen=True)
+class Case:
+    facts: Facts
+    rng: gq.TimeRange
+    interval_ms: int
+    variables: Mapping[str, gq.Variable]
+    panel: Mapping[str, Any]
+
+    def inside(self, ts: int) -> bool:
+        return self.rng.from_ms <= ts <= self.rng.to_ms
+
+    def nodes(self) -> list[NodeFacts]:
+        chosen = selected(self.variables["node"]) if "node" in self.variables else None
+        bed = self.variables["bed"].current if "bed" in self.variables else None
+        return [
+            nf
+            for nf in self.facts.nodes.values()
+            if (chosen is None or nf.node in chosen) and (bed is None or nf.bed == bed)
+        ]
+
+    def last_status(self, nf: NodeFacts, port: bool = False) -> dict[str, Any]:
+        statuses = nf.port_statuses if port else nf.statuses
+        return [s for ts, s in statuses if self.inside(ts)][-1]
+
+
+def one_series_each(series: Sequence[Series], keys: tuple[str, ...], expected: AbstractSet[tuple[str, ...]],
+                    columns: tuple[str, ...]) -> dict[tuple[str, ...], Series]:  # fmt: skip
+    got = {tuple(s.tags.get(k, "") for k in keys): s for s in series}
+    assert len(got) == len(series), f"more than one series per {keys}"
+    assert set(got) == expected, f"series by {keys}: {sorted(got)} != {sorted(expected)}"
+    for s in series:
+        assert s.columns == columns, f"{s.tags}: columns {s.columns} != {columns}"
+    return got
+
+
+def bucketed(points: Sequence[tuple[int, float]], case: Case, interval_ms: int,
+             agg: Callable[[list[float]], float]) -> list[tuple[int, float]]:  # fmt: skip
+    """InfluxQL's GROUP BY time(interval) of one field, empty buckets left out."""
+    groups: dict[int, list[float]] = {}
+    for ts, v in points:
+        if case.inside(ts):
+            groups.setdefault(ts - ts % interval_ms, []).append(v)
+    return [(t, agg(vs)) for t, vs in sorted(groups.items())]
+
+
+def non_negative_differences(buckets: Sequence[tuple[int, float]]) -> list[float]:
+    diffs = (b[1] - a[1] for a, b in itertools.pairwise(buckets))
+    return [d for d in diffs if d >= 0]
+
+
+def derivatives_per_day(buckets: Sequence[tuple[int, float]]) -> list[float]:
+    return [(b[1] - a[1]) / ((b[0] - a[0]) / DAY_MS) for a, b in itertools.pairwise(buckets)]
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def last_in(points: Sequence[tuple[int, float]], case: Case) -> float:
+    return [v for ts, v in points if case.inside(ts)][-1]
+
+
+def values_of(s: Series, column: str) -> list[Any]:
+    index = s.columns.index(column)
+    return [row[index] for row in s.values if row[index] is not None]
+
+
+def within(values: Sequence[float], low: float, high: float, what: str) -> None:
+    assert values, f"{what}: no values"
+    assert low <= min(values) and max(values) <= high, f"{what}: {min(values)}..{max(values)} not in {low}..{high}"
+
+
+def assert_time_buckets(s: Series, case: Case) -> None:
+    times = [row[0] for row in s.values]
+    assert all(t % case.interval_ms == 0 for t in times), "buckets not aligned to $__interval"
+    assert all(case.rng.from_ms - case.interval_ms < t <= case.rng.to_ms for t in times)
+
+
+# Per panel: what its query must answer. Keyed by (dashboard uid, panel title).
+Check = Callable[[Sequence[Series], Case], None]
+EXPECT: dict[tuple[str, str], Check] = {}
+
+
+def expect(uid: str, title: str) -> Callable[[Check], Check]:
+    def register(check: Check) -> Check:
+        EXPECT[(uid, title)] = check
+        return check
+
+    return register
+
+
+def beds_of(case: Case) -> set[tuple[str]]:
+    return {(nf.bed,) for nf in case.nodes() if any(case.inside(ts) for ts, _ in nf.vwc)}
+
+
+def tanks_of(case: Case) -> set[tuple[str, str]]:
+    return {(nf.node, "tk0") for nf in case.nodes()}
+
+
+@expect("garden-overview", "Which beds need water")
+def _water_need(series: Sequence[Series], case: Case) -> None:
+    by_bed = one_series_each(series, ("bed",), beds_of(case), ("time", "vwc_pct"))
+    colours = set()
+    for nf in case.nodes():
+        [(_, value)] = by_bed[(nf.bed,)].values
+        assert value == last_in(nf.vwc, case), nf.bed
+        steps = case.panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        colours.add([s["color"] for s in steps if s["value"] is None or value >= s["value"]][-1])
+    if case.rng.to_ms - case.rng.from_ms >= DAY_MS:
+        assert {"red", "orange", "green"} <= colours, "the seeded garden has a thirsty, a dry and a fine bed"
+
+
+@expect("garden-overview", "Soil moisture by bed")
+def _moisture_by_bed(series: Sequence[Series], case: Case) -> None:
+    by_bed = one_series_each(series, ("bed",), beds_of(case), ("time", "vwc_pct"))
+    for nf in case.nodes():
+        s = by_bed[(nf.bed,)]
+        assert_time_buckets(s, case)
+        raw = [v for ts, v in nf.vwc if case.inside(ts)]
+        within(values_of(s, "vwc_pct"), min(raw), max(raw), nf.bed)
+
+
+@expect("garden-overview", "Water in the tanks")
+@expect("garden-water", "Water left")
+def _litres_now(series: Sequence[Series], case: Case) -> None:
+    by_tank = one_series_each(series, ("node", "sensor"), tanks_of(case), ("time", "litres"))
+    for nf in case.nodes():
+        [(_, litres)] = by_tank[(nf.node, "tk0")].values
+        assert litres == last_in(nf.litres, case)
+
+
+def _per_node(column: str, low: float, high: float) -> Check:
+    def check(series: Sequence[Series], case: Case) -> None:
+        expected = {(nf.node,) for nf in case.nodes()}
+        for s in one_series_each(series, ("node",), expected, ("time", column)).values():
+            assert_time_buckets(s, case)
+            within(values_of(s, column), low, high, f"{s.tags} {column}")
+
+    return check
+
+
+# The simulator's weather: air 16 ± 7 °C, light up to 60,000 lux.
+EXPECT[("garden-overview", "Air temperature")] = _per_node("temp_c", 8.5, 23.5)
+EXPECT[("garden-overview", "Light")] = _per_node("lux", 0, 60_000)
+
+
+@expect("garden-bed", "Moisture now")
+def _moisture_now(series: Sequence[Series], case: Case) -> None:
+    expected = {(nf.node, "sm0") for nf in case.nodes()}
+    by_probe = one_series_each(series, ("node", "sensor"), expected, ("time", "vwc_pct"))
+    for nf in case.nodes():
+        [(_, value)] = by_probe[(nf.node, "sm0")].values
+        assert value == last_in(nf.vwc, case)
+
+
+@expect("garden-bed", "Soil moisture in $bed")
+def _bed_moisture(series: Sequence[Series], case: Case) -> None:
+    expected = {(nf.node, "sm0") for nf in case.nodes()}
+    by_probe = one_series_each(series, ("node", "sensor"), expected, ("time", "vwc_pct"))
+    for nf in case.nodes():
+        s = by_probe[(nf.node, "sm0")]
+        assert_time_buckets(s, case)
+        raw = [v for ts, v in nf.vwc if case.inside(ts)]
+        within(values_of(s, "vwc_pct"), min(raw), max(raw), nf.bed)
+
+
+@expect("garden-bed", "Soil temperature in $bed")
+def _soil_temperature(series: Sequence[Series], case: Case) -> None:
+    expected = {(nf.node, "st0") for nf in case.nodes()}
+    for s in one_series_each(series, ("node", "sensor"), expected, ("time", "temp_c")).values():
+        assert_time_buckets(s, case)
+        within(values_of(s, "temp_c"), 13.0, 19.0, "soil: 16 °C ± 0.4 × 7")  # the simulator's soil
+
+
+@expect("garden-bed", "What happened in $bed")
+def _bed_events(series: Sequence[Series], case: Case) -> None:
+    bed = case.variables["bed"].current
+    expected = sorted(((ts, kind) for ts, b, kind in case.facts.events if b == bed and case.inside(ts)),
+                      reverse=True)  # fmt: skip
+    rows = [(r["time"], r["type"]) for s in series for r in s.records()]
+    assert rows == expected
+    for s in series:
+        assert s.columns == ("time", "type", "text", "who", "litres", "kg")
+
+
+def _hourly_tank(nf: NodeFacts, case: Case) -> tuple[float, float]:
+    """Litres now, and the mean fall per day over the range, as the panels' subquery computes them."""
+    hourly = bucketed(nf.litres, case, HOUR_MS, mean)
+    return last_in(nf.litres, case), -mean(derivatives_per_day(hourly))
+
+
+@expect("garden-water", "Days of water left")
+def _days_left(series: Sequence[Series], case: Case) -> None:
+    by_tank = one_series_each(series, ("node", "sensor"), tanks_of(case), ("time", "days_left"))
+    for nf in case.nodes():
+        [(_, days)] = by_tank[(nf.node, "tk0")].values
+        litres, fall = _hourly_tank(nf, case)
+        assert days == pytest.approx(litres / fall, rel=1e-9)
+        watered = [ts for ts, b, kind in case.facts.events if b == nf.bed and kind == "watering"]
+        if case.rng.to_ms - case.rng.from_ms >= DAY_MS and watered:
+            assert 7 < days < 120, f"{nf.node}: a realistic tank lasts weeks, not {days:.0f} days"
+
+
+@expect("garden-water", "Water used per day")
+def _use_per_day(series: Sequence[Series], case: Case) -> None:
+    by_tank = one_series_each(series, ("node", "sensor"), tanks_of(case), ("time", "litres_per_day"))
+    for nf in case.nodes():
+        [(_, per_day)] = by_tank[(nf.node, "tk0")].values
+        assert per_day == pytest.approx(_hourly_tank(nf, case)[1], rel=1e-9, abs=1e-9)
+
+
+def _tank_series(column: str, scale: float) -> Check:
+    def check(series: Sequence[Series], case: Case) -> None:
+        for (node, _), s in one_series_each(series, ("node", "sensor"), tanks_of(case),
+                                            ("time", column)).items():  # fmt: skip
+            assert_time_buckets(s, case)
+            litres = [v for ts, v in case.facts.nodes[node].litres if case.inside(ts)]
+            within(values_of(s, column), min(litres) * scale - 1, max(litres) * scale + 1, f"{node} {column}")
+
+    return check
+
+
+EXPECT[("garden-water", "Water in the tanks")] = _tank_series("litres", 1.0)
+EXPECT[("garden-water", "Water level")] = _tank_series("level_cm", 0.1)  # 10 l per cm
+
+
+@expect("garden-nodes", "Nodes")
+def _nodes_table(series: Sequence[Series], case: Case) -> None:
+    columns = ("time", "last_seen", "online", "seq", "lost", "reboots", "battery_v")
+    by_node = one_series_each(series, ("node",), {(nf.node,) for nf in case.nodes()}, columns)
+    for nf in case.nodes():
+        [row] = by_node[(nf.node,)].records()
+        status = case.last_status(nf)
+        assert {k: row[k] for k in columns[1:]} == {k: status[k] for k in columns[1:]}
+        assert row["last_seen"] <= case.rng.to_ms
+
+
+@expect("garden-nodes", "Readings lost on the line")
+def _lost(series: Sequence[Series], case: Case) -> None:
+    by_node = one_series_each(series, ("node",), {(nf.node,) for nf in case.nodes()}, ("time", "lost"))
+    for nf in case.nodes():
+        s = by_node[(nf.node,)]
+        assert_time_buckets(s, case)
+        lost = [(ts, float(st["lost"])) for ts, st in nf.statuses]
+        assert sum(values_of(s, "lost")) == sum(non_negative_differences(bucketed(lost, case, case.interval_ms, max)))
+    if case.rng.to_ms - case.rng.from_ms >= DAY_MS:
+        assert sum(sum(values_of(s, "lost")) for s in series) > 0, "the seeded nodes lost readings"
+
+
+@expect("garden-nodes", "Battery voltage")
+def _battery(series: Sequence[Series], case: Case) -> None:
+    expected = {(nf.node,) for nf in case.nodes()}
+    for (node,), s in one_series_each(series, ("node",), expected, ("time", "battery_v")).items():
+        assert_time_buckets(s, case)
+        volts = case.facts.nodes[node].battery_v
+        within(values_of(s, "battery_v"), min(volts), max(volts), node)
+
+
+def _port_counter(nf: NodeFacts, case: Case, field: str) -> float | None:
+    counts = [(ts, float(st[field])) for ts, st in nf.port_statuses if field in st]
+    diffs = non_negative_differences(bucketed(counts, case, case.interval_ms, lambda vs: vs[-1]))
+    return sum(diffs) if diffs else None
+
+
+def _ports(case: Case) -> dict[tuple[str, str], NodeFacts]:
+    return {("shed-pi", nf.port): nf for nf in case.facts.nodes.values()}  # one port per node here
+
+
+@expect("garden-nodes", "Rejected lines by port and reason")
+def _rejects_table(series: Sequence[Series], case: Case) -> None:
+    ports = _ports(case)
+    assert {(s.tags["bridge"], s.tags["port"]) for s in series} == set(ports)
+    reasons = sorted({r for nf in ports.values() for r in nf.rejects})
+    prefix = "sum_non_negative_difference_"
+    assert series[0].columns == ("time", f"{prefix}rejected", *(f"{prefix}rejects_{r}" for r in reasons))
+    for s in series:
+        nf = ports[(s.tags["bridge"], s.tags["port"])]
+        [row] = s.records()
+        for column in s.columns[1:]:
+            assert row[column] == _port_counter(nf, case, column.removeprefix(prefix)), column
+    if case.rng.to_ms - case.rng.from_ms >= DAY_MS:
+        assert all(s.records()[0][f"{prefix}rejected"] for s in series), "every seeded port rejected lines"
+
+
+@expect("garden-nodes", "Rejected lines over time")
+def _rejects_over_time(series: Sequence[Series], case: Case) -> None:
+    ports = {(port,): nf for (_, port), nf in _ports(case).items()}
+    for (port,), s in one_series_each(series, ("port",), set(ports), ("time", "rejected")).items():
+        assert_time_buckets(s, case)
+        assert sum(values_of(s, "rejected")) == (_port_counter(ports[(port,)], case, "rejected") or 0)
+
+
+def panel_cases() -> list[tuple[str, int]]:
+    return [(name, p["id"]) for name, d in load_dashboards().items() for p in walk_panels(d) if p["type"] != "row"]
+
+
+def test_every_panel_has_an_expected_answer() -> None:
+    panels = {(d["uid"], p["title"]) for d in load_dashboards().values() for p in walk_panels(d)}
+    assert panels == set(EXPECT), f"no expectation for {panels - set(EXPECT)}; stale: {set(EXPECT) - panels}"
+
+
+@pytest.mark.parametrize(("name", "panel_id"), panel_cases(), ids=lambda v: str(v).removesuffix(".json"))
+def test_panel_query_answers(seeded: Seeded, name: str, panel_id: int) -> None:
+    dashboard = load_dashboards()[name]
+    panel = next(p for p in walk_panels(dashboard) if p["id"] == panel_id)
+    check = EXPECT[(dashboard["uid"], panel["title"])]
+    min_interval = datasource_min_interval()
+    runs = 0
+    for range_name, rng in ranges(seeded.facts).items():
+        interval_ms = gq.panel_interval_ms(panel, rng, min_interval)
+        for variables in variable_choices(seeded.db, dashboard, rng):
+            ctx = gq.Context(rng, interval_ms, variables)
+            for target in panel["targets"]:
+                query = gq.expand_query(target["query"], ctx)
+                assert not re.search(r"\$\w", query), f"unexpanded variable in {query}"
+                series = seeded.db.query(query)
+                what = f"{range_name}, {', '.join(f'{k}={v.current}' for k, v in variables.items())}: {query}"
+                assert series or panel["type"] == "table", f"no data for {what}"
+                try:
+                    check(series, Case(seeded.facts, rng, interval_ms, variables, panel))
+                except AssertionError as err:
+                    raise AssertionError(f"{what}\n{err}") from err
+                runs += 1
+    assert runs >= 2
+
+
+# ------------------------------------------------------------ annotations
+
+
+def annotation_cases() -> list[tuple[str, str]]:
+    return [
+        (name, a["name"])
+        for name, d in load_dashboards().items()
+        for a in d["annotations"]["list"]
+        if not a.get("builtIn")
+    ]
+
+
+@pytest.mark.parametrize(("name", "annotation"), annotation_cases(), ids=lambda v: str(v).removesuffix(".json"))
+def test_annotation_query_answers(seeded: Seeded, name: str, annotation: str) -> None:
+    dashboard = load_dashboards()[name]
+    model = next(a for a in dashboard["annotations"]["list"] if a.get("name") == annotation)
+    kind = re.search(r"\"type\" = '(\w+)'", model["query"])
+    assert kind, "each annotation shows one type of event"
+    found = 0
+    for rng in ranges(seeded.facts).values():
+        for variables in variable_choices(seeded.db, dashboard, rng):
+            ctx = gq.Context(rng, gq.interval_to_ms("5m"), variables)
+            series = seeded.db.query(gq.expand_annotation(model["query"], ctx))
+            bed = variables["bed"].current if "bed" in variables else None
+            expected = sorted(
+                ts
+                for ts, b, k in seeded.facts.events
+                if k == kind.group(1) and rng.from_ms <= ts <= rng.to_ms and (bed is None or b == bed)
+            )
+            assert [row[0] for s in series for row in s.values] == expected
+            for s in series:  # Grafana finds the text and the tags by column name
+                wanted = {model["textColumn"], *model["tagsColumn"].replace(" ", "").split(",")}
+                assert wanted <= set(s.columns), s.columns
+            found += len(expected)
+    assert found, "the seeded garden has events of this type"
+
+
+def test_seeded_data_is_what_the_hub_writes(seeded: Seeded) -> None:
+    """The points went through garden.points: tags and fields as docs/schema.md lists them."""
+    db = seeded.db
+    measurements = {row[0] for s in db.query("SHOW MEASUREMENTS") for row in s.values}
+    assert {"soil_moisture", "soil_temperature", "air_temperature", "air_humidity", "light", "tank",
+            "battery", "node_status", "bridge_port", "event"} <= measurements  # fmt: skip
+    tag_keys = {row[0] for s in db.query('SHOW TAG KEYS FROM "soil_moisture"') for row in s.values}
+    assert tag_keys == {"garden", "bed", "node", "sensor"}
+    fields = {row[0]: row[1] for s in db.query('SHOW FIELD KEYS FROM "tank"') for row in s.values}
+    assert fields.pop("error", "string") == "string"  # only where a reading was rejected
+    assert fields == {"raw": "float", "distance_cm": "float", "level_cm": "float", "litres": "float",
+                      "seq": "integer", "boot": "integer"}  # fmt: skip
+    retention = {row[0] for s in db.query(f'SHOW RETENTION POLICIES ON "{DATABASE}"') for row in s.values}
+    assert retention == {"raw", "hourly", "daily"}
+    total = sum(nf.readings for nf in seeded.facts.nodes.values())
+    [count] = db.query('SELECT count("seq") FROM "battery"')
+    assert count.values[0][1] == total, "one battery point per reading that reached the bridge"

@@ -75,15 +75,23 @@ class Topics:
         return f"{self.base}/node/+/status"
 
     @property
+    def all_events(self) -> str:
+        return f"{self.base}/event/+"
+
+    @property
     def all_bridge_status(self) -> str:
         return f"{self.base}/bridge/+/status"
 
     def kind_and_name(self, topic: str) -> tuple[str, str, str] | None:
-        """``(kind, name, leaf)`` of ``garden/<g>/<kind>/<name>/<leaf>`` in this garden, else None."""
+        """``(kind, name, leaf)`` of ``garden/<g>/<kind>/<name>[/<leaf>]`` in this garden, else None.
+
+        ``garden/g/node/bed-1/telemetry`` gives ``("node", "bed-1", "telemetry")``;
+        ``garden/g/event/watering`` gives ``("event", "watering", "")``.
+        """
         parts = topic.split("/")
-        if len(parts) == 5 and parts[0] == ROOT and parts[1] == self.garden and NAME_RE.fullmatch(parts[3]):
-            return parts[2], parts[3], parts[4]
-        return None
+        if len(parts) not in (4, 5) or parts[0] != ROOT or parts[1] != self.garden or not NAME_RE.fullmatch(parts[3]):
+            return None
+        return parts[2], parts[3], parts[4] if len(parts) == 5 else ""
 
     @property
     def all_node_configs(self) -> str:

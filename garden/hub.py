@@ -41,7 +41,14 @@ from firmware_bridge.topics import Topics
 from garden import __version__
 from garden.dead_letters import DeadLetterStore
 from garden.influx import Influx, InfluxError, InfluxRejected
-from garden.ingest import Points, Refused, bridge_status_points, node_status_points, telemetry_points
+from garden.ingest import (
+    Points,
+    Refused,
+    bridge_status_points,
+    event_points,
+    node_status_points,
+    telemetry_points,
+)
 from garden.points import line
 from garden.settings import HubSettings
 
@@ -95,7 +102,7 @@ class Hub:
         if self.settings.shared_group:
             # Several hubs share one stream; each message goes to one of them.
             topics = [f"$share/{self.settings.shared_group}/{t}" for t in topics]
-        return [*topics, self.topics.all_node_status, self.topics.all_bridge_status]
+        return [*topics, self.topics.all_node_status, self.topics.all_bridge_status, self.topics.all_events]
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
@@ -202,6 +209,8 @@ class Hub:
             return node_status_points(self.settings.garden, name, message.payload, message.received_ms)
         if kind == "bridge" and leaf == "status":
             return bridge_status_points(self.settings.garden, name, message.payload, message.received_ms)
+        if kind == "event":
+            return event_points(self.settings.garden, name, message.payload, message.received_ms)
         raise Refused("unknown_topic", message.topic[:80])
 
     def _handle(self, batch: list[Received]) -> None:

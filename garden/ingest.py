@@ -155,3 +155,43 @@ def bridge_status_points(garden: str, bridge: str, payload: bytes, now_ms: int) 
         port_fields["rejected"] = total
         lines.append(line("bridge_port", {"garden": garden, "bridge": bridge, "port": port}, port_fields, now_ms))
     return Points(lines)
+
+
+EVENT_NUMBERS = ("litres", "mm", "kg", "quantity", "interval_s")
+
+
+def event_points(garden: str, kind: str, payload: bytes, now_ms: int) -> Points:
+    """An event from the commons' journal (``garden/<g>/event/<type>``) as an ``event`` point.
+
+    ``{"ts", "bed"?, "node"?, "who"?, "text"?, "change"?, "litres"?, ...}``;
+    ``ts`` defaults to the hub's receive time when the publisher gave none.
+    """
+    body = _load(payload)
+    ts = body.get("ts", now_ms)
+    ts = _integer(ts, "ts", 0, 2**62)
+    if ts > now_ms + MAX_AHEAD_MS or ts < now_ms - MAX_AGE_MS:
+        raise Refused("out_of_range", f"ts {ts}")
+    tags: dict[str, str | None] = {"garden": garden, "type": kind}
+    for key in ("bed", "node"):
+        value = body.get(key)
+        if value is not None:
+            if not (isinstance(value, str) and NAME_RE.fullmatch(value)):
+                raise Refused("bad_name", f"{key}={value!r}"[:60])
+            tags[key] = value
+    fields: dict[str, float | int | bool | str] = {}
+    for key in ("who", "text"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            fields[key] = value[:500]
+    change = body.get("change")
+    if change is not None:
+        fields["change"] = json.dumps(change, separators=(",", ":"))[:500]
+    for key in EVENT_NUMBERS:
+        if key in body:
+            fields[key] = _number(body[key], key)
+    if not fields:
+        fields["text"] = kind
+    try:
+        return Points([line("event", tags, fields, ts)])
+    except PointError as err:
+        raise Refused("unstorable", str(err)) from None

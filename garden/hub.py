@@ -50,9 +50,13 @@ from garden.ingest import (
     telemetry_points,
 )
 from garden.points import line
+from garden.rollups import DAILY, HOURLY, roll_up
 from garden.settings import HubSettings
 
 log = logging.getLogger(__name__)
+
+
+ROLLUP_EVERY_S = 300.0
 
 
 def wall_ms() -> int:
@@ -89,6 +93,7 @@ class Hub:
         self._last_reading_ts: int | None = None
         self._status_sent = 0.0
         self._rate_mark = (time.monotonic(), 0)
+        self._rollup_next = time.monotonic() + 30.0
         self._client = self._make_client()
 
     # ------------------------------------------------------------------ MQTT
@@ -179,6 +184,7 @@ class Hub:
             self._handle(batch)
         self._drain()
         self._maybe_status()
+        self._maybe_rollup()
 
     def _collect(self) -> list[Received]:
         """Up to batch_size messages, waiting at most batch_ms after the first."""
@@ -305,6 +311,23 @@ class Hub:
             log.info("InfluxDB is back; spool depth now %d", self.spool.depth)
         self._influx_ok = True
         self._drain_backoff.reset()
+
+    # --------------------------------------------------------------- rollups
+
+    def _maybe_rollup(self) -> None:
+        """Every few minutes, recompute the last hours and days (idempotent)."""
+        now = time.monotonic()
+        if now < self._rollup_next or not self._influx_ok or self.spool.depth:
+            return
+        self._rollup_next = now + ROLLUP_EVERY_S
+        end = self._clock_ms()
+        try:
+            hourly = roll_up(self.influx, HOURLY, end - 3 * HOURLY.ms, end)
+            daily = roll_up(self.influx, DAILY, end - 2 * DAILY.ms, end)
+        except InfluxError as err:
+            log.warning("rollups not computed this time: %s", err)
+            return
+        self.counters["rollup_points"] += hourly + daily
 
     # ---------------------------------------------------------------- health
 

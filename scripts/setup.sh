@@ -11,9 +11,12 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v avr-gcc >/dev/null 2>&1 || need+=(gcc-avr avr-libc)
 command -v influxd >/dev/null 2>&1 || need+=(influxdb)
 command -v influx >/dev/null 2>&1 || need+=(influxdb-client)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]} from Debian"

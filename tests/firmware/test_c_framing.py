@@ -944,7 +944,7 @@ def test_gc_frame_fits_an_avr(tmp_path: Path) -> None:
     unstored readings at the RAM the README states (8 readings in 280 bytes)."""
     avr_gcc = shutil.which("avr-gcc")
     if avr_gcc is None:
-        pytest.skip("avr-gcc (Debian: gcc-avr, avr-libc) is not installed")
+        pytest.fail("avr-gcc is missing: run scripts/setup.sh (apt-get install gcc-avr avr-libc)")
     probe = tmp_path / "probe.c"
     probe.write_text(
         '#include "gc_frame.h"\n'

@@ -189,8 +189,8 @@ def event_points(garden: str, kind: str, payload: bytes, now_ms: int) -> Points:
     for key in EVENT_NUMBERS:
         if key in body:
             fields[key] = _number(body[key], key)
-    if not fields:
-        fields["text"] = kind
+    # Annotations show ``text``: an event always has one.
+    fields.setdefault("text", kind)
     try:
         return Points([line("event", tags, fields, ts)])
     except PointError as err:

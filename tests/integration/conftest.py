@@ -27,6 +27,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from garden.influx import Influx, InfluxSettings
+from tests.servers import Influxd
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 # Exact counts from each pipeline test, printed at the end of every run.
@@ -223,3 +226,69 @@ def bridge_factory(tmp_path: Path) -> Iterator[list[BridgeProcess]]:
     for b in made:
         if b.proc is not None:
             b.kill(signal.SIGTERM)
+
+
+# ------------------------------------------------------------------- the hub
+
+
+class HubProcess:
+    def __init__(self, broker: Broker, influxd: Influxd, workdir: Path, garden: str, database: str) -> None:
+        self.cmd = [sys.executable, "-m", "garden", "hub", "run", "--mqtt", broker.url, "--influx", influxd.url,
+                    "--garden", garden, "-vv"]  # fmt: skip
+        self.log = workdir / "hub.log"
+        self.garden = garden
+        self.env = {
+            **os.environ,
+            "GARDEN_CONFIG": "/dev/null",
+            "GARDEN_DATA_DIR": str(workdir / "hub-data"),
+            "GARDEN_HUB_ID": "test-hub",
+            "GARDEN_INFLUX_DATABASE": database,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+
+    def wait_online(self, broker: Broker) -> None:
+        """Until the hub's retained status says online: it is subscribed by then."""
+        from firmware_bridge.mqtt_link import parse_broker_url, read_retained
+
+        def online() -> bool:
+            found = read_retained(parse_broker_url(broker.url), (f"garden/{self.garden}/hub/+/status",), wait_s=0.2)
+            return any(json.loads(p).get("state") == "online" for p in found.values())
+
+        wait_for(online, 20, "the hub to come online")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            self.proc.wait(20)
+            self.proc = None
+
+
+@pytest.fixture
+def database(running_influxd: Influxd, garden: str) -> Iterator[Influx]:
+    influx = Influx(InfluxSettings(url=running_influxd.url, database=garden))
+    influx.execute(f'CREATE DATABASE "{garden}"')
+    yield influx
+    influx.close()
+
+
+@pytest.fixture
+def hub(  # type: ignore[no-untyped-def]
+    running_broker: Broker, running_influxd: Influxd, tmp_path: Path, garden: str, database: Influx
+):
+    process = HubProcess(running_broker, running_influxd, tmp_path, garden, garden)
+    process.start()
+    process.wait_online(running_broker)
+    yield process
+    process.stop()
+
+
+def stored_keys(influx: Influx) -> list[tuple[str, int, int]]:
+    """(node, boot, seq) of every soil_moisture point: one point per reading."""
+    rows = influx.query('SELECT "seq", "boot" FROM "soil_moisture" GROUP BY "node"')
+    broken = [(s.tags, r) for s in rows for r in s.records() if r["boot"] is None or r["seq"] is None]
+    assert not broken, f"points missing seq or boot: {broken[:3]}"
+    return [(s.tags["node"], int(r["boot"]), int(r["seq"])) for s in rows for r in s.records()]

@@ -11,14 +11,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -26,74 +24,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_bridge.simulator.node import Faults
-from garden.influx import Influx, InfluxSettings
+from garden.influx import Influx
 from tests.servers import Influxd
 
-from .conftest import COUNTS, Broker, Collector, wait_for
+from .conftest import COUNTS, Broker, Collector, HubProcess, stored_keys, wait_for
 from .test_bridge_pipeline import SimThread, start_bridge
 
 pytestmark = pytest.mark.integration
-
-
-class HubProcess:
-    def __init__(self, broker: Broker, influxd: Influxd, workdir: Path, garden: str, database: str) -> None:
-        self.cmd = [sys.executable, "-m", "garden", "hub", "run", "--mqtt", broker.url, "--influx", influxd.url,
-                    "--garden", garden, "-vv"]  # fmt: skip
-        self.log = workdir / "hub.log"
-        self.garden = garden
-        self.env = {
-            **os.environ,
-            "GARDEN_CONFIG": "/dev/null",
-            "GARDEN_DATA_DIR": str(workdir / "hub-data"),
-            "GARDEN_HUB_ID": "test-hub",
-            "GARDEN_INFLUX_DATABASE": database,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-
-    def wait_online(self, broker: Broker) -> None:
-        """Until the hub's retained status says online: it is subscribed by then."""
-        from firmware_bridge.mqtt_link import parse_broker_url, read_retained
-
-        def online() -> bool:
-            found = read_retained(parse_broker_url(broker.url), (f"garden/{self.garden}/hub/+/status",), wait_s=0.2)
-            return any(json.loads(p).get("state") == "online" for p in found.values())
-
-        wait_for(online, 20, "the hub to come online")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(sig)
-            self.proc.wait(20)
-            self.proc = None
-
-
-@pytest.fixture
-def database(running_influxd: Influxd, garden: str) -> Iterator[Influx]:
-    influx = Influx(InfluxSettings(url=running_influxd.url, database=garden))
-    influx.execute(f'CREATE DATABASE "{garden}"')
-    yield influx
-    influx.close()
-
-
-@pytest.fixture
-def hub(running_broker: Broker, running_influxd: Influxd, tmp_path: Path, garden: str, database: Influx):  # type: ignore[no-untyped-def]
-    process = HubProcess(running_broker, running_influxd, tmp_path, garden, garden)
-    process.start()
-    process.wait_online(running_broker)
-    yield process
-    process.stop()
-
-
-def stored_keys(influx: Influx) -> list[tuple[str, int, int]]:
-    """(node, boot, seq) of every soil_moisture point: one point per reading."""
-    rows = influx.query('SELECT "seq", "boot" FROM "soil_moisture" GROUP BY "node"')
-    broken = [(s.tags, r) for s in rows for r in s.records() if r["boot"] is None or r["seq"] is None]
-    assert not broken, f"points missing seq or boot: {broken[:3]}"
-    return [(s.tags["node"], int(r["boot"]), int(r["seq"])) for s in rows for r in s.records()]
 
 
 class Publisher:

@@ -65,3 +65,7 @@ def test_events() -> None:
     ]
     with pytest.raises(Refused):
         event_points("g", "watering", b'{"bed": "a,b"}', NOW)
+    # No text given: the annotation still has one.
+    assert event_points("g", "harvest", b'{"ts": %d, "kg": 2}' % NOW, NOW).lines == [
+        f'event,garden=g,type=harvest kg=2.0,text="harvest" {NOW}'
+    ]

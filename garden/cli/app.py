@@ -13,18 +13,21 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from firmware_bridge import __version__
 from firmware_bridge.errors import BridgeError, ConfigError
 from firmware_bridge.mqtt_link import read_retained
 from firmware_bridge.settings import BridgeSettings, load_bridge_settings
+from garden.cli._shared import EXIT_USAGE, ConfigOpt, console, fail, hub_settings
+from garden.cli.dashboards_cmd import dashboards_app
+from garden.cli.doctor_cmd import doctor
+from garden.cli.node_cmd import node_app
+from garden.cli.status_cmd import readings, status
 from garden.errors import GardenError
-from garden.settings import HubSettings
 
 app = typer.Typer(
     name="garden",
@@ -35,23 +38,8 @@ app = typer.Typer(
 bridge_app = typer.Typer(help="The bridge from sensor nodes (serial) to the broker (MQTT).", no_args_is_help=True)
 app.add_typer(bridge_app, name="bridge")
 
-console = Console()
-err_console = Console(stderr=True)
-
 DEFAULT_SIM_DIR = Path(tempfile.gettempdir()) / "garden-sim"
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Config file (default: $GARDEN_CONFIG, ./garden.toml)."),
-]
 VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log detail (-vv for debug).")]
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
 
 
 def _logging(verbose: int) -> None:
@@ -67,7 +55,7 @@ def _settings(config: Path | None, **overrides: Any) -> BridgeSettings:
     try:
         return load_bridge_settings(config, **overrides)
     except ConfigError as err:
-        _fail(f"config {err}", EXIT_USAGE)
+        fail(f"config {err}", EXIT_USAGE)
 
 
 @app.callback(invoke_without_command=True)
@@ -113,7 +101,7 @@ def simulate(
     try:
         fault_spec = Faults.parse(faults)
     except ValueError as err:
-        _fail(f"--faults: {err}", EXIT_USAGE)
+        fail(f"--faults: {err}", EXIT_USAGE)
     sim_nodes = [
         SimNode(f"{prefix}-{i}", seed=seed, interval_s=interval, faults=fault_spec) for i in range(1, nodes + 1)
     ]
@@ -122,7 +110,7 @@ def simulate(
     try:
         sim.open_ports()
     except OSError as err:
-        _fail(f"cannot create ports in {directory}: {err}")
+        fail(f"cannot create ports in {directory}: {err}")
     ports = [{"node": r.node.node_id, "port": str(r.port.link), "device": r.port.device} for r in sim.runners if r.port]
     if as_json:
         print(json.dumps({"ports": ports}), flush=True)
@@ -173,7 +161,7 @@ def bridge_run(
     try:
         bridge = Bridge(settings)
     except BridgeError as err:
-        _fail(str(err))
+        fail(str(err))
     _on_signals(bridge.request_stop)
     bridge.run()
 
@@ -198,7 +186,7 @@ def bridge_status(
             wait_s=wait,
         )
     except BridgeError as err:
-        _fail(str(err))
+        fail(str(err))
     bridges: dict[str, Any] = {}
     nodes: dict[str, Any] = {}
     for topic, payload in retained.items():
@@ -252,15 +240,6 @@ hub_app = typer.Typer(help="The hub: MQTT to InfluxDB, with nothing lost on the 
 app.add_typer(hub_app, name="hub")
 
 
-def _hub_settings(config: Path | None, **overrides: Any) -> HubSettings:
-    from garden.settings import load_hub_settings
-
-    try:
-        return load_hub_settings(config, **overrides)
-    except ConfigError as err:
-        _fail(f"config {err}", EXIT_USAGE)
-
-
 @hub_app.command("run")
 def hub_run(
     mqtt: Annotated[str | None, typer.Option(help="Broker URL (default from config).")] = None,
@@ -273,11 +252,11 @@ def hub_run(
     from garden.hub import Hub
 
     _logging(verbose)
-    settings = _hub_settings(config, mqtt_url=mqtt, influx_url=influx, garden=garden)
+    settings = hub_settings(config, mqtt_url=mqtt, influx_url=influx, garden=garden)
     try:
         hub = Hub(settings)
     except (BridgeError, GardenError) as err:
-        _fail(str(err))
+        fail(str(err))
     _on_signals(hub.request_stop)
     hub.run()
 
@@ -292,12 +271,12 @@ def hub_init(
     from garden.influx import Influx
     from garden.schema import ensure_schema
 
-    settings = _hub_settings(config, influx_url=influx)
+    settings = hub_settings(config, influx_url=influx)
     client = Influx(settings.influx)
     try:
         done = ensure_schema(client)
     except GardenError as err:
-        _fail(str(err))
+        fail(str(err))
     finally:
         client.close()
     if as_json:
@@ -319,12 +298,12 @@ def hub_status(
     """Show each hub's ingest health: rate, lag, backlog, refused messages and dead letters."""
     from firmware_bridge.topics import Topics
 
-    settings = _hub_settings(config, mqtt_url=mqtt, garden=garden)
+    settings = hub_settings(config, mqtt_url=mqtt, garden=garden)
     topics = Topics(settings.garden)
     try:
         retained = read_retained(settings.broker, (f"{topics.base}/hub/+/status",), wait_s=wait)
     except BridgeError as err:
-        _fail(str(err))
+        fail(str(err))
     hubs = {topic.split("/")[3]: json.loads(payload) for topic, payload in retained.items()}
     if as_json:
         print(json.dumps({"garden": settings.garden, "hubs": hubs}, indent=2))
@@ -359,10 +338,10 @@ def hub_dead_letters(
     """List the messages the hub refused, newest first, with the reason (run on the hub)."""
     from garden.dead_letters import DeadLetterStore
 
-    settings = _hub_settings(config)
+    settings = hub_settings(config)
     path = settings.data_dir / "hub-dead-letters.sqlite3"
     if not path.exists():
-        _fail(f"no dead-letter store at {path}: is this the hub, and has it run? (GARDEN_DATA_DIR)")
+        fail(f"no dead-letter store at {path}: is this the hub, and has it run? (GARDEN_DATA_DIR)")
     store = DeadLetterStore(path)
     letters = store.latest(limit)
     store.close()
@@ -417,7 +396,7 @@ def up(
     try:
         bridge = Bridge(settings)
     except BridgeError as err:
-        _fail(str(err))
+        fail(str(err))
     console.print(
         f"Garden [bold]{settings.garden}[/bold]: bridging {len(bridge.ports)} port(s) "
         f"to {settings.broker!r}. Watch with: mosquitto_sub -t 'garden/#' -v   Ctrl-C stops."
@@ -431,6 +410,13 @@ def up(
     if sim is not None and sim_thread is not None:
         sim.stop_event.set()
         sim_thread.join(2.0)
+
+
+app.command()(status)
+app.command()(readings)
+app.add_typer(node_app, name="node")
+app.command()(doctor)
+app.add_typer(dashboards_app, name="dashboards")
 
 
 def main() -> None:

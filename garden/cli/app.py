@@ -393,6 +393,7 @@ def up(
         sim.open_ports()
         settings = _settings(config, mqtt_url=mqtt, garden=garden, ports=tuple(str(p) for p in sim.links()))
         console.print(f"No sensor nodes plugged in: simulating {nodes} on {directory} (x{speed:g} time).")
+        _demo_configs(settings, [r.node.node_id for r in sim.runners])
     try:
         bridge = Bridge(settings)
     except BridgeError as err:
@@ -417,6 +418,31 @@ app.command()(readings)
 app.add_typer(node_app, name="node")
 app.command()(doctor)
 app.add_typer(dashboards_app, name="dashboards")
+
+
+def _demo_configs(settings: BridgeSettings, node_ids: list[str]) -> None:
+    """Give simulated nodes that have no config yet a bed each and their tank's shape
+    (the simulator's tank: 120 cm deep, 10 l per cm), as a volunteer would with
+    `garden node assign` and `garden node calibrate`, so the demo shows beds and litres."""
+    from firmware_bridge.topics import Topics
+    from garden.node_admin import publish_confirmed
+
+    topics = Topics(settings.garden)
+    try:
+        existing = read_retained(settings.broker, (topics.all_node_configs,), wait_s=0.5)
+        configs = [
+            (topics.node_config(node), json.dumps({"bed": node, "calibration": DEMO_TANK}).encode(), True)
+            for node in node_ids
+            if topics.node_config(node) not in existing
+        ]
+        if configs:
+            publish_confirmed(settings.broker, configs)
+            console.print(f"Assigned {len(configs)} simulated node(s) to beds of the same name.")
+    except (BridgeError, GardenError) as err:
+        console.print(f"[yellow]warning:[/yellow] demo node configs not published: {err}")
+
+
+DEMO_TANK = {"tk0": {"depth_cm": 120, "litres_per_cm": 10}}
 
 
 def main() -> None:

@@ -52,7 +52,9 @@ autosave_interval 10
 max_queued_messages 1000000
 log_dest file $LOGS/mosquitto.log
 CONF
-  "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$RUN/mosquitto.conf" &
+  # setsid: a Ctrl-C in the terminal reaches the whole process group; the
+  # servers must outlive the hub and the bridge, which stop first.
+  setsid "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c "$RUN/mosquitto.conf" &
   server_pids+=($!)
   wait_port "$MQTT_PORT"
   echo "run: started Mosquitto on 127.0.0.1:$MQTT_PORT"
@@ -78,7 +80,7 @@ bind-address = "127.0.0.1:$((INFLUX_PORT + 2))"
 [logging]
   level = "warn"
 CONF
-  "$(command -v influxd || echo /usr/bin/influxd)" -config "$RUN/influxdb.conf" > "$LOGS/influxd.log" 2>&1 &
+  setsid "$(command -v influxd || echo /usr/bin/influxd)" -config "$RUN/influxdb.conf" > "$LOGS/influxd.log" 2>&1 &
   server_pids+=($!)
   wait_port "$INFLUX_PORT"
   echo "run: started InfluxDB on 127.0.0.1:$INFLUX_PORT"

@@ -8,6 +8,7 @@ is counted and kept with the message in the dead-letter store.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -22,6 +23,14 @@ MAX_PAYLOAD = 64 * 1024
 # with a reset clock, or a replay of something that is not ours.
 MAX_AGE_MS = 400 * 86_400_000  # the raw retention period
 MAX_AHEAD_MS = 86_400_000
+
+
+_NUMBER_TYPES = (int, float)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sensor_key_ok(key: str) -> bool:
+    return len(key) <= 16 and NAME_RE.fullmatch(key) is not None
 
 
 class Refused(ValueError):
@@ -85,18 +94,21 @@ def telemetry_points(garden: str, node: str, payload: bytes, now_ms: int) -> Poi
     raw, values, errors = body.get("raw", {}), body.get("values", {}), body.get("errors", {})
     if not isinstance(raw, dict) or not isinstance(values, dict) or not isinstance(errors, dict):
         raise Refused("wrong_type", "raw, values and errors must be objects")
+    # The hub's hot path: plain type checks first, the message only on failure.
     for key, value in raw.items():
-        _number(value, f"raw.{key}")
+        if type(value) not in _NUMBER_TYPES or not math.isfinite(value):
+            _number(value, f"raw.{key}")
     for key, fields in values.items():
-        if not isinstance(fields, dict) or not fields:
+        if type(fields) is not dict or not fields:
             raise Refused("wrong_type", f"values.{key} must be an object of numbers")
         for name, value in fields.items():
-            _number(value, f"values.{key}.{name}")
+            if type(value) not in _NUMBER_TYPES or not math.isfinite(value):
+                _number(value, f"values.{key}.{name}")
     for key, code in errors.items():
         if not isinstance(code, str) or len(code) > 32:
             raise Refused("wrong_type", f"errors.{key}")
     for key in (*raw, *values, *errors):
-        if not isinstance(key, str) or not NAME_RE.fullmatch(key) or len(key) > 16:
+        if not _sensor_key_ok(key):
             raise Refused("bad_sensor_key", repr(key)[:40])
     if not raw and not values and not errors:
         raise Refused("empty", "no sensor in the message")

@@ -52,3 +52,25 @@ def test_telemetry_points() -> None:
         'soil_temperature,bed=bed-1,garden=g,node=n1,sensor=st0 raw=85.0,error="sentinel",seq=9i,boot=2i 1000',
         "tank,bed=bed-1,garden=g,node=n1,sensor=tk0 raw=40.0,distance_cm=40.0,litres=800.0,seq=9i,boot=2i 1000",
     ]
+
+
+def test_the_fast_telemetry_path_writes_what_line_writes() -> None:
+    message = {
+        "ts": 7, "node": "n 1", "boot": 1, "seq": 2, "bed": "b,1",
+        "raw": {"sm0": 400, "tk0": 40.5, "st0": 85.0},
+        "values": {"sm0": {"vwc_pct": 25.0}, "tk0": {"distance_cm": 40.5, "litres": 795.0}},
+        "errors": {"st0": "sentinel", "at0": 'n"c'},
+    }  # fmt: skip
+    expected = []
+    for sensor, measurement in (("at0", "air_temperature"), ("sm0", "soil_moisture"),
+                                ("st0", "soil_temperature"), ("tk0", "tank")):  # fmt: skip
+        fields: dict[str, float | int | bool | str] = {}
+        if sensor in message["raw"]:  # type: ignore[operator]
+            fields["raw"] = float(message["raw"][sensor])  # type: ignore[index]
+        fields.update(message["values"].get(sensor, {}))  # type: ignore[attr-defined]
+        if sensor in message["errors"]:  # type: ignore[operator]
+            fields["error"] = message["errors"][sensor]  # type: ignore[index]
+        fields |= {"seq": 2, "boot": 1}
+        tags = {"garden": "g", "bed": "b,1", "node": "n 1", "sensor": sensor}
+        expected.append(line(measurement, tags, fields, 7))
+    assert list(telemetry_lines("g", message)) == expected

@@ -87,7 +87,7 @@ class Hub:
         self.refused: Counter[str] = Counter()
         self._inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
         self._connected = threading.Event()
-        self._drain_backoff = Backoff(base=0.5, cap=15.0)
+        self._drain_backoff = Backoff(base=0.5, cap=5.0)
         self._drain_next = 0.0
         self._influx_ok = True
         self._last_reading_ts: int | None = None

@@ -286,9 +286,20 @@ def hub(  # type: ignore[no-untyped-def]
     process.stop()
 
 
-def stored_keys(influx: Influx) -> list[tuple[str, int, int]]:
-    """(node, boot, seq) of every soil_moisture point: one point per reading."""
+def stored_keys(influx: Influx, *, settled: bool = False) -> list[tuple[str, int, int]]:
+    """(node, boot, seq) of every soil_moisture point: one point per reading.
+
+    InfluxDB 1.x applies a write field by field, so a query that runs while a
+    batch is being written can see a point's ``seq`` before its ``boot``. While
+    writes go on, such half-seen points are skipped; once ``settled``, every
+    point must have both.
+    """
     rows = influx.query('SELECT "seq", "boot" FROM "soil_moisture" GROUP BY "node"')
     broken = [(s.tags, r) for s in rows for r in s.records() if r["boot"] is None or r["seq"] is None]
-    assert not broken, f"points missing seq or boot: {broken[:3]}"
-    return [(s.tags["node"], int(r["boot"]), int(r["seq"])) for s in rows for r in s.records()]
+    assert not (settled and broken), f"points missing seq or boot: {broken[:3]}"
+    return [
+        (s.tags["node"], int(r["boot"]), int(r["seq"]))
+        for s in rows
+        for r in s.records()
+        if r["boot"] is not None and r["seq"] is not None
+    ]

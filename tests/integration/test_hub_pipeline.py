@@ -106,7 +106,7 @@ def test_end_to_end_n_readings_n_points_and_latency(
     wait_for(lambda: len(first_seen) >= len(produced), 30, "every reading in InfluxDB")
     stop.set()
     watcher.join(5)
-    report("end-to-end", sorted(produced), stored_keys(database))
+    report("end-to-end", sorted(produced), stored_keys(database, settled=True))
     written = {(str(e["node"]), int(e["boot"]), int(e["seq"])): float(e["t"]) for e in sim.entries()}  # type: ignore[call-overload]
     latencies = sorted(first_seen[k] - written[k] for k in produced)
     p50 = statistics.median(latencies)
@@ -133,7 +133,7 @@ def test_influxdb_down_60s_at_200_msgs(
         publisher.close()
     wait_for(lambda: len(stored_keys(database)) >= len(publisher.sent), 90, "the hub's backlog to drain")
     time.sleep(1)
-    report("influx-down", publisher.sent, stored_keys(database))
+    report("influx-down", publisher.sent, stored_keys(database, settled=True))
 
 
 def test_hub_sigkill_mid_stream(running_broker: Broker, garden: str, hub: HubProcess, database: Influx) -> None:
@@ -159,7 +159,7 @@ def test_hub_sigkill_mid_stream(running_broker: Broker, garden: str, hub: HubPro
         missing = sorted(set(publisher.sent) - set(stored))
         print(f"sent={len(publisher.sent)} stored={len(stored)} missing={len(missing)} first={missing[:5]}")
     time.sleep(1)
-    report("hub-sigkill", publisher.sent, stored_keys(database))
+    report("hub-sigkill", publisher.sent, stored_keys(database, settled=True))
 
 
 def test_malformed_payloads_are_dead_lettered_and_ingest_goes_on(
@@ -185,7 +185,7 @@ def test_malformed_payloads_are_dead_lettered_and_ingest_goes_on(
     publisher.run(rate=100, seconds=1)
     publisher.close()
     wait_for(lambda: len(stored_keys(database)) >= len(publisher.sent), 30, "the good readings")
-    report("malformed", publisher.sent, stored_keys(database))
+    report("malformed", publisher.sent, stored_keys(database, settled=True))
     result = subprocess.run(
         [sys.executable, "-m", "garden", "hub", "dead-letters", "--json"],
         env={**hub.env}, capture_output=True, text=True, check=True,

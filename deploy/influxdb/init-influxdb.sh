@@ -24,7 +24,7 @@
 # GARDEN_INFLUX_DATABASE [garden], GARDEN_INFLUX_ADMIN_USER [admin],
 # GARDEN_INFLUX_RETENTION [400d], GARDEN_INFLUX_HOURLY_RETENTION [1826d],
 # GARDEN_INFLUX_DAILY_RETENTION [0 = forever], GARDEN_TOKENS_DIR [/garden-tokens],
-# GARDEN_HUB_UID [10001], GARDEN_GRAFANA_UID [472], GARDEN_HUB_INFLUX_READ [false],
+# GARDEN_HUB_UID [10001], GARDEN_GRAFANA_UID [472], GARDEN_HUB_INFLUX_READ [true],
 # GARDEN_INFLUX_WAIT_S [60] (how long to wait for InfluxDB to answer).
 # tests/deploy/test_influx_init.py runs it against a stand-in influx CLI.
 set -euo pipefail
@@ -46,7 +46,7 @@ admin_user=${GARDEN_INFLUX_ADMIN_USER:-admin}
 tokens_dir=${GARDEN_TOKENS_DIR:-/garden-tokens}
 hub_uid=${GARDEN_HUB_UID:-10001}
 grafana_uid=${GARDEN_GRAFANA_UID:-472}
-hub_read=${GARDEN_HUB_INFLUX_READ:-false}
+hub_read=${GARDEN_HUB_INFLUX_READ:-true}
 
 if [ -z "${INFLUX_TOKEN:-}" ]; then
     [ -n "${GARDEN_INFLUX_ADMIN_TOKEN_FILE:-}" ] || die "set INFLUX_TOKEN or GARDEN_INFLUX_ADMIN_TOKEN_FILE"

@@ -223,7 +223,8 @@ def test_first_run_creates_buckets_mappings_and_scoped_tokens(fake: Fake) -> Non
         ("garden", "daily", buckets["garden/daily"], False),
     }
     hub, grafana = fake.auth("garden-hub"), fake.auth("garden-grafana")
-    assert writes_of(hub) == set(buckets.values()) and reads_of(hub) == set(), "the hub only writes"
+    # The hub reads too by default: it computes the rollups (docs/deploy.md).
+    assert writes_of(hub) == reads_of(hub) == set(buckets.values()), "the hub writes and reads"
     assert reads_of(grafana) == set(buckets.values()) and writes_of(grafana) == set(), "Grafana only reads"
     for name, auth in (("hub", hub), ("grafana", grafana)):
         file = fake.tokens / f"{name}.token"
@@ -256,12 +257,12 @@ def test_a_lost_token_file_gets_a_new_token_and_the_old_one_is_revoked(fake: Fak
     assert fake.auth("garden-hub") == hub
 
 
-def test_hub_read_access_is_opt_in(fake: Fake) -> None:
+def test_a_write_only_hub_token_is_an_opt_out(fake: Fake) -> None:
     assert fake.run().returncode == 0
-    result = fake.run(GARDEN_HUB_INFLUX_READ="true")
+    result = fake.run(GARDEN_HUB_INFLUX_READ="false")
     assert result.returncode == 0, result.stderr
     hub = fake.auth("garden-hub")
-    assert reads_of(hub) == writes_of(hub) == set(fake.bucket_ids().values())
+    assert writes_of(hub) == set(fake.bucket_ids().values()) and reads_of(hub) == set()
     assert (fake.tokens / "hub.token").read_text().strip() == hub["token"]
 
 

@@ -36,29 +36,48 @@ def _number(value: float | None, unit: str, digits: int = 1) -> str:
     return "" if value is None else f"{value:.{digits}f}{unit}"
 
 
-def render_status(status: GardenStatus) -> RenderableType:
+# Below this many columns the sparkline is left out, so that names and values
+# are never cut (an 80-column terminal is common in a shed).
+SPARKLINE_MIN_WIDTH = 110
+
+
+def render_status(status: GardenStatus, width: int | None = None) -> RenderableType:
     if not status.rows:
         return Text(f"No readings from garden {status.garden!r} in the last 30 days.")
+    width = width if width is not None else console.width
+    spark = width >= SPARKLINE_MIN_WIDTH
     table = Table(
         title=f"Garden {status.garden}",
-        caption=f"moisture: last {status.hours} h, hourly means; water need: ≥20 % ok, 15-20 soon, "
-        f"10-15 needs water, <10 critical · {datetime.fromtimestamp(status.now_ms / 1000):%H:%M:%S}",
+        caption=f"{f'moisture: last {status.hours} h, hourly means; ' if spark else ''}water need: "
+        f"≥20 % ok, 15-20 soon, 10-15 needs water, <10 critical · "
+        f"{datetime.fromtimestamp(status.now_ms / 1000):%H:%M:%S}",
     )
-    for column in ("bed", "nodes", "moisture", f"last {status.hours} h", "soil", "air", "tank", "last seen", "need"):
-        table.add_column(column, no_wrap=column != "nodes")
+    longest_bed = max((len(r.bed or "(no bed)") for r in status.rows), default=3)
+    longest_nodes = max((len(", ".join(r.nodes)) for r in status.rows), default=5)
+    table.add_column("bed", no_wrap=True, min_width=min(longest_bed, 32))
+    table.add_column("nodes", min_width=min(longest_nodes, 20))
+    table.add_column("moisture", no_wrap=True)
+    if spark:
+        table.add_column(f"last {status.hours} h", no_wrap=True, overflow="crop")
+    for column in ("soil", "air", "tank", "seen", "need"):
+        table.add_column(column, no_wrap=True)
     for row in status.rows:
         need = row.need
-        table.add_row(
+        cells: list[RenderableType] = [
             row.bed or Text("(no bed)", style="dim italic"),
             ", ".join(row.nodes),
             _number(row.vwc_pct, " %"),
-            Text(row.sparkline, style="cyan"),
+        ]
+        if spark:
+            cells.append(Text(row.sparkline, style="cyan"))
+        cells += [
             _number(row.soil_temp_c, " °C"),
             _number(row.air_temp_c, " °C"),
             _number(row.tank_litres, " l", 0),
             format_age(None if row.last_seen_ms is None else status.now_ms - row.last_seen_ms),
             Text(need or "?", style=NEED_STYLE.get(need or "", "dim")),
-        )
+        ]
+        table.add_row(*cells)
     return table
 
 

@@ -64,6 +64,16 @@ def parse_broker_url(url: str, path: str = "mqtt.url") -> BrokerAddress:
     )
 
 
+def client_for(broker: BrokerAddress, client_id: str = "", *, manual_ack: bool = False) -> mqtt.Client:
+    """A paho 2.x MQTT v5 client with the broker's credentials and TLS set: the one place they are."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+    if broker.username:
+        client.username_pw_set(broker.username, broker.password)
+    if broker.tls:
+        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+    return client
+
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
     topic: str
@@ -97,14 +107,10 @@ class MqttLink:
         self.connected = False
         self._subscriptions = subscriptions
         self._keepalive = keepalive
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client = client_for(broker, client_id)
         # Near 20 is fastest; far more in flight made paho slower.
         client.max_inflight_messages_set(max_inflight)
         client.reconnect_delay_set(min_delay=1, max_delay=8)
-        if broker.username:
-            client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
         client.on_connect = self._on_connect
@@ -195,11 +201,7 @@ def read_retained(broker: BrokerAddress, topics: tuple[str, ...], *, wait_s: flo
     found: dict[str, bytes] = {}
     connected = threading.Event()
     failure: list[str] = []
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    if broker.username:
-        client.username_pw_set(broker.username, broker.password)
-    if broker.tls:
-        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+    client = client_for(broker)
 
     def on_connect(c: mqtt.Client, u: object, f: object, reason: ReasonCode, p: object) -> None:
         if reason.is_failure:

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -36,6 +35,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from firmware_bridge.backoff import Backoff
 from firmware_bridge.errors import SpoolError
 from firmware_bridge.messages import compact_json
+from firmware_bridge.mqtt_link import client_for
 from firmware_bridge.spool import OverflowPolicy, Spool
 from firmware_bridge.topics import Topics
 from garden import __version__
@@ -111,17 +111,8 @@ class Hub:
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"garden-hub-{s.garden}-{s.hub_id}",
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
+        client = client_for(s.broker, f"garden-hub-{s.garden}-{s.hub_id}", manual_ack=True)
         client.reconnect_delay_set(min_delay=1, max_delay=8)
-        if s.broker.username:
-            client.username_pw_set(s.broker.username, s.broker.password)
-        if s.broker.tls:
-            client.tls_set()
         client.will_set(self._status_topic, compact_json({"state": "offline", "hub": s.hub_id}), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -19,7 +19,6 @@ import getpass
 import json
 import operator
 import os
-import ssl
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_bridge.calibration import sensor_kind
 from firmware_bridge.errors import BrokerUnreachable, ConfigError
 from firmware_bridge.messages import INTERVAL_MAX_S, INTERVAL_MIN_S, compact_json, parse_node_config
-from firmware_bridge.mqtt_link import BrokerAddress, read_retained
+from firmware_bridge.mqtt_link import BrokerAddress, client_for, read_retained
 from firmware_bridge.settings import find_config_file, read_toml, table_of
 from firmware_bridge.topics import NAME_RE, Topics, check_name
 from garden.errors import GardenError
@@ -175,11 +173,7 @@ def publish_confirmed(broker: BrokerAddress, messages: Sequence[tuple[str, bytes
     Raises BrokerUnreachable when the broker does not answer, NodeAdminError
     when it refuses a message (MQTT v5 reason code, e.g. not authorised).
     """
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    if broker.username:
-        client.username_pw_set(broker.username, broker.password)
-    if broker.tls:
-        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+    client = client_for(broker)
     connected = threading.Event()
     failure: list[str] = []
     acks: dict[int, ReasonCode] = {}

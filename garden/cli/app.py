@@ -22,7 +22,18 @@ from firmware_bridge import __version__
 from firmware_bridge.errors import BridgeError, ConfigError
 from firmware_bridge.mqtt_link import read_retained
 from firmware_bridge.settings import BridgeSettings, load_bridge_settings
-from garden.cli._shared import EXIT_USAGE, ConfigOpt, console, fail, hub_settings
+from garden.cli._shared import (
+    EXIT_USAGE,
+    ConfigOpt,
+    GardenOpt,
+    InfluxOpt,
+    JsonOpt,
+    MqttOpt,
+    WaitOpt,
+    console,
+    fail,
+    hub_settings,
+)
 from garden.cli.dashboards_cmd import dashboards_app
 from garden.cli.doctor_cmd import doctor
 from garden.cli.node_cmd import node_app
@@ -148,7 +159,7 @@ def bridge_run(
         typer.Option("--port", "-p", help="A serial port; repeat for more. Default: all of /dev/serial/by-id."),
     ] = None,
     mqtt: Annotated[str | None, typer.Option(help="Broker URL, mqtt://host:1883 (default from config).")] = None,
-    garden: Annotated[str | None, typer.Option(help="Garden id (default from config, else 'demo').")] = None,
+    garden: GardenOpt = None,
     spool: Annotated[Path | None, typer.Option(help="Spool database path.")] = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = 1,
@@ -168,11 +179,11 @@ def bridge_run(
 
 @bridge_app.command("status")
 def bridge_status(
-    mqtt: Annotated[str | None, typer.Option(help="Broker URL (default from config).")] = None,
-    garden: Annotated[str | None, typer.Option(help="Garden id (default from config).")] = None,
-    wait: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for retained status.")] = 1.5,
+    mqtt: MqttOpt = None,
+    garden: GardenOpt = None,
+    wait: WaitOpt = 1.5,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show the bridges and nodes of a garden, from their retained status on the broker."""
     from firmware_bridge.topics import Topics
@@ -242,9 +253,9 @@ app.add_typer(hub_app, name="hub")
 
 @hub_app.command("run")
 def hub_run(
-    mqtt: Annotated[str | None, typer.Option(help="Broker URL (default from config).")] = None,
-    influx: Annotated[str | None, typer.Option(help="InfluxDB URL (default from config).")] = None,
-    garden: Annotated[str | None, typer.Option(help="Garden id (default from config, else 'demo').")] = None,
+    mqtt: MqttOpt = None,
+    influx: InfluxOpt = None,
+    garden: GardenOpt = None,
     config: ConfigOpt = None,
     verbose: VerboseOpt = 1,
 ) -> None:
@@ -263,7 +274,7 @@ def hub_run(
 
 @hub_app.command("init")
 def hub_init(
-    influx: Annotated[str | None, typer.Option(help="InfluxDB URL (default from config).")] = None,
+    influx: InfluxOpt = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was done as JSON.")] = False,
 ) -> None:
@@ -289,11 +300,11 @@ def hub_init(
 
 @hub_app.command("status")
 def hub_status(
-    mqtt: Annotated[str | None, typer.Option(help="Broker URL (default from config).")] = None,
-    garden: Annotated[str | None, typer.Option(help="Garden id (default from config).")] = None,
-    wait: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for retained status.")] = 1.5,
+    mqtt: MqttOpt = None,
+    garden: GardenOpt = None,
+    wait: WaitOpt = 1.5,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show each hub's ingest health: rate, lag, backlog, refused messages and dead letters."""
     from firmware_bridge.topics import Topics
@@ -333,7 +344,7 @@ def hub_status(
 def hub_dead_letters(
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many, newest first.")] = 20,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the messages the hub refused, newest first, with the reason (run on the hub)."""
     from garden.dead_letters import DeadLetterStore
@@ -366,8 +377,8 @@ def hub_dead_letters(
 
 @app.command()
 def up(
-    mqtt: Annotated[str | None, typer.Option(help="Broker URL (default from config).")] = None,
-    garden: Annotated[str | None, typer.Option(help="Garden id (default from config, else 'demo').")] = None,
+    mqtt: MqttOpt = None,
+    garden: GardenOpt = None,
     nodes: Annotated[int, typer.Option(min=1, max=64, help="Simulated nodes, when no hardware is plugged in.")] = 3,
     speed: Annotated[float, typer.Option(min=0.001, help="Simulated seconds per wall second.")] = 60.0,
     simulate_nodes: Annotated[

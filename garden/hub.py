@@ -70,6 +70,7 @@ class Received:
     topic: str
     payload: bytes
     received_ms: int
+    connection: int  # which connection it came on: a packet id means nothing on another
 
 
 class Hub:
@@ -93,6 +94,7 @@ class Hub:
         self._last_reading_ts: int | None = None
         self._status_sent = 0.0
         self._rate_mark = (time.monotonic(), 0)
+        self._connection = 0
         self._rollup_next = time.monotonic() + 30.0
         self._client = self._make_client()
 
@@ -126,6 +128,11 @@ class Hub:
             log.error("broker refused the hub: %s", reason)
             return
         log.info("connected to %r (session present: %s)", self.settings.broker, flags.session_present)
+        # Packet ids belong to a connection. Acking, on this one, an id from the
+        # last could acknowledge a different message the broker sent under that
+        # id: messages from the old connection are stored but not acked, and the
+        # broker sends them again (their second write overwrites the first).
+        self._connection += 1
         client.subscribe([(t, 1) for t in self._subscriptions()])
         self._status_sent = 0.0  # say "online" now, after the SUBSCRIBE on the same connection
         self._connected.set()
@@ -138,7 +145,11 @@ class Hub:
             log.warning("broker connection lost: %s", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put(Received(message.mid, message.qos, message.topic, bytes(message.payload), self._clock_ms()))
+        self._inbox.put(
+            Received(
+                message.mid, message.qos, message.topic, bytes(message.payload), self._clock_ms(), self._connection
+            )
+        )
 
     # --------------------------------------------------------------- running
 
@@ -236,9 +247,13 @@ class Hub:
             self.counters["unstored_batches"] += 1
             return
         for message in batch:
-            if message.qos > 0:
+            if message.qos == 0:
+                continue
+            if message.connection == self._connection:
                 self._client.ack(message.mid, message.qos)
-        self.counters["acked"] += len(batch)
+                self.counters["acked"] += 1
+            else:
+                self.counters["left_for_redelivery"] += 1
 
     def _store(self, lines: list[str]) -> None:
         """Make ``lines`` durable: in InfluxDB, or in the spool behind what waits there."""

@@ -193,3 +193,26 @@ def test_malformed_payloads_are_dead_lettered_and_ingest_goes_on(
     reasons = {row["reason"] for row in json.loads(result.stdout)}
     COUNTS.append(f"[malformed] dead-lettered reasons: {sorted(reasons)}")
     assert reasons == set(bad)
+
+
+def test_broker_restart_under_the_hub(running_broker: Broker, garden: str, hub: HubProcess, database: Influx) -> None:
+    """Messages the hub held unacknowledged when the broker went away come again on the
+    new connection; the hub acknowledges only there, and stores each reading once."""
+    first = Publisher(running_broker, garden)
+    assert hub.proc is not None
+    # Frozen, the hub holds what the broker sent it, unread and unacknowledged,
+    # when the broker goes away; it reads it on a connection that is gone.
+    hub.proc.send_signal(signal.SIGSTOP)
+    first.run(rate=200, seconds=3)
+    first.close()
+    running_broker.stop(signal.SIGTERM)
+    running_broker.start()
+    hub.proc.send_signal(signal.SIGCONT)
+    second = Publisher(running_broker, garden)
+    second.n = first.n  # go on where the first publisher stopped: names stay unique
+    second.run(rate=200, seconds=3)
+    second.close()
+    sent = first.sent + second.sent
+    wait_for(lambda: len(stored_keys(database)) >= len(sent), 60, "everything stored")
+    time.sleep(1)
+    report("broker-restart", sent, stored_keys(database, settled=True))

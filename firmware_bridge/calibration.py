@@ -70,7 +70,12 @@ class MoistureCalibration:
         if self.temp_coeff and soil_temp_c is not None:
             counts = raw - self.temp_coeff * (soil_temp_c - 20.0)
         if self.poly:
-            vwc = sum(c * counts**i for i, c in enumerate(self.poly))
+            try:
+                vwc = sum(c * counts**i for i, c in enumerate(self.poly))
+            except OverflowError:
+                return math.nan
+            if not math.isfinite(vwc):
+                return math.nan
         else:
             frac = (self.dry - counts) / (self.dry - self.wet)
             vwc = self.dry_vwc + frac * (self.wet_vwc - self.dry_vwc)
@@ -121,6 +126,14 @@ class Calibrated:
 
 
 @functools.lru_cache(maxsize=256)
+def _finite(value: float) -> bool:
+    """math.isfinite, but False (not OverflowError) for an integer too big for a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def sensor_kind(key: str) -> str:
     match = _KEY_RE.fullmatch(key)
     return match.group(1) if match else key
@@ -172,7 +185,11 @@ def calibrate(values: Mapping[str, Value], cal: Calibration = DEFAULT_CALIBRATIO
             soil_t = raw.get("st" + index)
             if ("st" + index) in errors:
                 soil_t = None
-            out[key] = {"vwc_pct": cal.moisture_for(key).vwc_pct(value, soil_t)}
+            vwc = cal.moisture_for(key).vwc_pct(value, soil_t)
+            if not _finite(vwc):  # a polynomial that overflows at these counts
+                errors[key] = "bad_calibration"
+                continue
+            out[key] = {"vwc_pct": vwc}
         elif kind in ("st", "at"):
             out[key] = {"temp_c": round(value + cal.offsets.get(key, 0.0), 3)}
         elif kind == "rh":
@@ -201,8 +218,8 @@ def _number(obj: Mapping[str, Any], key: str, path: str, default: float | None) 
     value = obj.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{path}.{key}", f"must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
+        raise ConfigError(f"{path}.{key}", f"must be a number, got {value!r}"[:120])
     return float(value)
 
 
@@ -228,8 +245,10 @@ def parse_calibration(obj: Any, path: str = "calibration") -> Calibration:
         if kind == "sm":
             allowed = {"dry", "wet", "dry_vwc", "wet_vwc", "poly", "temp_coeff", "adc_max"}
             poly = spec.get("poly", [])
-            if not isinstance(poly, list) or not all(
-                isinstance(c, int | float) and not isinstance(c, bool) for c in poly
+            if (
+                not isinstance(poly, list)
+                or len(poly) > 6
+                or not all(isinstance(c, int | float) and not isinstance(c, bool) and _finite(c) for c in poly)
             ):
                 raise ConfigError(f"{here}.poly", "must be a list of numbers, lowest power first")
             cal = MoistureCalibration(

@@ -89,8 +89,8 @@ def parse_node_config(payload: bytes, path: str = "config") -> NodeConfig:
         return NodeConfig()
     try:
         obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(path, f"not valid JSON: {err}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ConfigError(path, f"not valid JSON: {str(err) or type(err).__name__}") from None
     if not isinstance(obj, Mapping):
         raise ConfigError(path, "must be a JSON object")
     unknown = set(obj) - {"bed", "interval_s", "retired", "calibration"}

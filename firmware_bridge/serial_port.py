@@ -29,6 +29,7 @@ from firmware_bridge.line_protocol import Frame, FrameDecoder, Reject
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 0.2
+WRITE_TIMEOUT_S = 0.5
 
 
 class _KeepInputSerial(serial.Serial):  # type: ignore[misc]
@@ -113,7 +114,15 @@ class PortReader:
         was_lost = False
         while not self._stop.is_set():
             try:
-                ser = serial.Serial(self.port, self._baudrate, timeout=READ_TIMEOUT_S, exclusive=True)
+                ser = _KeepInputSerial(
+                    self.port,
+                    self._baudrate,
+                    timeout=READ_TIMEOUT_S,
+                    # A node that stops reading must not block the bridge's loop,
+                    # which writes GK and SET frames.
+                    write_timeout=WRITE_TIMEOUT_S,
+                    exclusive=True,
+                )
             except (serial.SerialException, OSError, ValueError) as err:
                 if not was_lost:
                     log.warning("port %s unavailable: %s", self.port, err)

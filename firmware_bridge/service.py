@@ -223,7 +223,13 @@ class Bridge:
                     log.debug("%s: rejected line (%s): %r", event.port, item.reason.value, item.line)
                     continue
                 port.frames += 1
-                self._frame(event, item, rows, changed)
+                try:
+                    self._frame(event, item, rows, changed)
+                except (ValueError, ArithmeticError, TypeError) as err:
+                    # A frame that passed its checks but still cannot be handled
+                    # (a calibration gone wrong): counted, never the end of the loop.
+                    self.counters["frame_errors"] += 1
+                    log.error("%s: frame from %s not handled: %s", event.port, item.node_id, err)
         if rows or changed:
             try:
                 dropped = self.spool.append(rows, changed)
@@ -351,7 +357,7 @@ class Bridge:
                 continue
             try:
                 config = parse_node_config(message.payload, f"{message.topic}")
-            except ConfigError as err:
+            except (ConfigError, ValueError, ArithmeticError, RecursionError) as err:
                 self.counters["bad_config"] += 1
                 log.warning("ignored node config: %s", err)
                 continue

@@ -232,6 +232,15 @@ class Hub:
                 log.warning("refused a message on %s: %s", message.topic, err)
                 dead.append((message.received_ms, message.topic, err.reason, err.detail, message.payload))
                 continue
+            except (ValueError, ArithmeticError, RecursionError, TypeError) as err:
+                # What the checks did not foresee (a 400-digit number, JSON nested
+                # ten thousand deep): refused all the same, never the end of the loop.
+                self.refused["invalid"] += 1
+                log.warning("refused a message on %s: %s: %s", message.topic, type(err).__name__, err)
+                dead.append(
+                    (message.received_ms, message.topic, "invalid", f"{type(err).__name__}: {err}", message.payload)
+                )
+                continue
             lines.extend(points.lines)
             if points.ts_ms is not None:
                 self._last_reading_ts = max(self._last_reading_ts or 0, points.ts_ms)

@@ -69,8 +69,8 @@ def _load(payload: bytes) -> Mapping[str, Any]:
         raise Refused("too_large", f"{len(payload)} bytes")
     try:
         body = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise Refused("not_json", str(err)[:80]) from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise Refused("not_json", str(err)[:80] or type(err).__name__) from None
     if not isinstance(body, dict):
         raise Refused("wrong_type", "payload must be a JSON object")
     return body
@@ -78,6 +78,13 @@ def _load(payload: bytes) -> Mapping[str, Any]:
 
 def telemetry_points(garden: str, node: str, payload: bytes, now_ms: int) -> Points:
     """Validate one telemetry message from ``node`` and turn it into points."""
+    try:
+        return _telemetry_points(garden, node, payload, now_ms)
+    except OverflowError as err:  # an integer too large for a float
+        raise Refused("out_of_range", str(err)) from None
+
+
+def _telemetry_points(garden: str, node: str, payload: bytes, now_ms: int) -> Points:
     body = _load(payload)
     if body.get("node") != node:
         raise Refused("wrong_node", f"topic says {node!r}, payload says {body.get('node')!r}")

@@ -71,3 +71,14 @@ def test_bad_calibration_names_the_key(spec: object, path: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_calibration(spec)
     assert caught.value.path == path
+
+
+def test_hostile_calibrations_are_refused_or_flagged() -> None:
+    for spec in ({"sm0": {"poly": [float("nan")]}}, {"sm0": {"poly": [10**400]}}, {"sm0": {"dry": 10**400}}):
+        with pytest.raises(ConfigError):
+            parse_calibration(spec)
+    # Finite coefficients that overflow at real counts: the sensor is flagged, not the reading lost.
+    cal = parse_calibration({"sm0": {"poly": [1e308, 1e308, 1e308]}})
+    out = calibrate({"sm0": 500, "at0": 20.0}, cal)
+    assert out.errors == {"sm0": "bad_calibration"}
+    assert out.values == {"at0": {"temp_c": 20.0}}

@@ -69,3 +69,12 @@ def test_events() -> None:
     assert event_points("g", "harvest", b'{"ts": %d, "kg": 2}' % NOW, NOW).lines == [
         f'event,garden=g,type=harvest kg=2.0,text="harvest" {NOW}'
     ]
+
+
+def test_payloads_no_check_foresaw_are_refused_not_fatal() -> None:
+    with pytest.raises(Refused) as caught:
+        telemetry_points("g", "n1", b"[" * 60_000, NOW)
+    assert caught.value.reason == "not_json"
+    with pytest.raises(Refused) as caught:
+        telemetry_points("g", "n1", telemetry().replace(b"400", b"1" * 400), NOW)
+    assert caught.value.reason == "out_of_range"

@@ -55,6 +55,10 @@ from firmware_bridge.topics import Topics
 log = logging.getLogger(__name__)
 
 
+# PUBACK reason codes that will never turn into an acceptance (MQTT v5 3.4.2.1):
+# the reading is dropped and counted. Any other refusal is sent again.
+FINAL_REFUSALS = frozenset({"Not authorized", "Topic name invalid", "Payload format invalid"})
+
 # GK frames go out at most this often per node: often enough that a node's
 # buffer of unstored readings stays short, rare enough to cost nothing.
 STORED_EVERY_MS = 100
@@ -210,6 +214,7 @@ class Bridge:
     def _intake(self, events: list[PortEvent]) -> None:
         rows: list[tuple[str, bytes]] = []
         changed: dict[str, NodeSeq] = {}
+        before = {node_id: node.seq for node_id, node in self.nodes.items()}
         for event in events:
             if isinstance(event, PortState):
                 self._port_state(event)
@@ -234,8 +239,12 @@ class Bridge:
             try:
                 dropped = self.spool.append(rows, changed)
             except SpoolError as err:
+                # Nothing was stored: forget that we saw these seqs, so the nodes'
+                # replays (GR) of them are taken, not dropped as already stored.
+                for node_id in changed:
+                    self.nodes[node_id].seq = before.get(node_id)
                 self.counters["spool_failed"] += len(rows)
-                log.error("%s; %d readings lost", err, len(rows))
+                log.error("%s; %d readings not stored", err, len(rows))
                 return
             self.counters["readings"] += len(rows)
             for node_id, state in changed.items():
@@ -433,6 +442,12 @@ class Bridge:
             row = self._inflight.pop(mid, None)
             if row is None:
                 continue  # a status or discovery message
+            if refusal is not None and refusal not in FINAL_REFUSALS:
+                # A limit that may pass (quota, server busy): send it again later.
+                self.counters["refused_retry"] += 1
+                log.warning("broker refused a reading for now (row %d): %s; will send it again", row, refusal)
+                self._last_handed = min(self._last_handed, row - 1)
+                continue
             if refusal is not None:
                 self.counters["refused"] += 1
                 log.error("broker refused a reading (row %d): %s; dropped", row, refusal)
@@ -450,7 +465,12 @@ class Bridge:
         room = self.settings.publish_window - len(self._inflight)
         if room <= 0:
             return
-        for row_id, topic, payload in self.spool.pending(self._last_handed, room):
+        try:
+            rows = self.spool.pending(self._last_handed, room)
+        except SpoolError as err:
+            log.error("%s", err)
+            return
+        for row_id, topic, payload in rows:
             mid = self.link.publish(topic, payload, qos=1)
             if mid is None:
                 return

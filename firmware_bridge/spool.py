@@ -166,10 +166,14 @@ class Spool:
 
     def pending(self, after_id: int, limit: int) -> list[tuple[int, str, bytes]]:
         """Up to ``limit`` rows with id above ``after_id``, oldest first."""
-        return self._db.execute(
-            "SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, limit),
-        ).fetchall()
+        try:
+            rows: list[tuple[int, str, bytes]] = self._db.execute(
+                "SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        except sqlite3.Error as err:
+            raise SpoolError(self.path, f"cannot read waiting rows: {err}") from err
+        return rows
 
     @property
     def depth(self) -> int:

@@ -44,6 +44,12 @@ class DeadLetterStore:
         """Store (received_ms, topic, reason, detail, payload) rows, then trim to the bound."""
         if not items:
             return
+        try:
+            self._insert(items)
+        except sqlite3.Error as err:
+            raise GardenError(f"dead-letter store {self.path}: cannot store {len(items)} messages: {err}") from err
+
+    def _insert(self, items: list[tuple[int, str, str, str, bytes]]) -> None:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
@@ -55,7 +61,10 @@ class DeadLetterStore:
             )
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+        try:
+            return int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+        except sqlite3.Error as err:
+            raise GardenError(f"dead-letter store {self.path}: {err}") from err
 
     def latest(self, limit: int = 50) -> list[DeadLetter]:
         rows = self._db.execute(

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -40,6 +41,7 @@ from firmware_bridge.spool import OverflowPolicy, Spool
 from firmware_bridge.topics import Topics
 from garden import __version__
 from garden.dead_letters import DeadLetterStore
+from garden.errors import GardenError
 from garden.influx import Influx, InfluxError, InfluxRejected
 from garden.ingest import (
     Points,
@@ -95,6 +97,7 @@ class Hub:
         self._status_sent = 0.0
         self._rate_mark = (time.monotonic(), 0)
         self._connection = 0
+        self._unstored: list[Received] = []
         self._rollup_next = time.monotonic() + 30.0
         self._client = self._make_client()
 
@@ -181,6 +184,14 @@ class Hub:
             self._shutdown()
 
     def step(self) -> None:
+        if self._unstored:
+            # The last batch could not be made durable (disk full?): try it again
+            # before taking more, so what waits unacknowledged stays bounded.
+            batch, self._unstored = self._unstored, []
+            self._handle(batch)
+            if self._unstored:
+                self._stop.wait(1.0)
+                return
         batch = self._collect()
         if batch:
             self._handle(batch)
@@ -249,11 +260,12 @@ class Hub:
         try:
             self.dead.add(dead)
             self._store(lines)
-        except (SpoolError, InfluxError) as err:
+        except (SpoolError, GardenError) as err:
             # Nothing durable: leave the messages unacknowledged; the broker
             # sends them again after a reconnect or restart.
-            log.error("batch of %d messages not stored, not acknowledged: %s", len(batch), err)
+            log.error("batch of %d messages not stored, not acknowledged; will retry: %s", len(batch), err)
             self.counters["unstored_batches"] += 1
+            self._unstored = batch
             return
         for message in batch:
             if message.qos == 0:
@@ -283,8 +295,6 @@ class Hub:
             self.influx.write_lines(lines)
             self.counters["written_points"] += len(lines)
         except InfluxRejected:
-            if len(lines) == 1:
-                raise
             good = 0
             for one in lines:
                 try:
@@ -314,11 +324,11 @@ class Hub:
                 for row_id, _topic, payload in rows:
                     self._write(payload.decode().split("\n"))
                     self.spool.ack([row_id])
-            except InfluxRejected as err:
-                log.error("a spooled batch was refused: %s", err)
-                self.spool.ack([row_id])
             except InfluxError as err:
                 self._influx_down(err)
+                return
+            except (SpoolError, GardenError) as err:
+                log.error("%s", err)
                 return
             if self._stop.is_set():
                 return
@@ -368,7 +378,12 @@ class Hub:
         now = time.monotonic()
         if now - self._status_sent < self.settings.status_interval_s or not self._connected.is_set():
             return
-        status = self.status()
+        try:
+            status = self.status()
+        except GardenError as err:
+            log.warning("hub status not published: %s", err)
+            self._status_sent = now
+            return
         self._status_sent = now
         self._rate_mark = (now, self.counters["received"])
         self._client.publish(self._status_topic, compact_json(status), qos=1, retain=True)
@@ -386,15 +401,20 @@ class Hub:
         )
         try:
             self._store([point])
-        except (SpoolError, InfluxError) as err:
+        except (SpoolError, GardenError) as err:
             log.warning("hub health point not stored: %s", err)
 
     def _shutdown(self) -> None:
         # Whatever is still queued was not acknowledged: the broker keeps it
         # in our session and sends it again next time.
         if self._connected.is_set():
-            info = self._client.publish(self._status_topic, compact_json(self.status("offline")), qos=1, retain=True)
-            info.wait_for_publish(2.0)
+            try:
+                payload = compact_json(self.status("offline"))
+            except GardenError:
+                payload = compact_json({"state": "offline", "hub": self.settings.hub_id})
+            info = self._client.publish(self._status_topic, payload, qos=1, retain=True)
+            with contextlib.suppress(RuntimeError):  # the connection went while waiting
+                info.wait_for_publish(2.0)
         self._client.disconnect()
         self._client.loop_stop()
         log.info(

@@ -177,7 +177,7 @@ class Influx:
             raise InfluxAuthError(self.settings.url, text.strip() or str(status))
         if "database not found" in text or ("bucket" in text and "not found" in text):
             raise InfluxMissingDatabase(self.settings.database)
-        if 400 <= status < 500:
+        if 400 <= status < 500 and status not in (408, 429):  # timeout and throttling pass
             raise InfluxRejected(f"{what}: HTTP {status}: {text}")
         raise InfluxUnreachable(self.settings.url, f"{what}: HTTP {status}: {text}")
 
@@ -232,7 +232,7 @@ class Influx:
                 raise InfluxAuthError(s.url, text) from err
             if err.status == 404:
                 raise InfluxMissingDatabase(bucket) from err
-            if err.status is not None and 400 <= err.status < 500:
+            if err.status is not None and 400 <= err.status < 500 and err.status not in (408, 429):
                 raise InfluxRejected(f"HTTP {err.status}: {text}") from err
             raise InfluxUnreachable(s.url, f"HTTP {err.status}: {text}") from err
         except urllib3.exceptions.HTTPError as err:

@@ -171,13 +171,15 @@ def test_malformed_payloads_are_dead_lettered_and_ingest_goes_on(
         return json.dumps({"ts": now, "node": "x1", "boot": 1, "seq": 1, "raw": {"sm0": 400}} | changes).encode()
 
     bad = {
-        "not_json": b"{nope",
+        "not_json": b"[" * 60_000,  # JSON nested deeper than any parser's stack
         "wrong_type": body(seq="one"),
         "too_old": body(ts=1000),
         "in_future": body(ts=now + 10 * 86_400_000),
         "not_finite": body().replace(b"400", b"NaN"),
         "wrong_node": body(node="x2"),
         "too_large": b" " * 70_000,
+        "out_of_range": body(raw={"sm0": 10**400}),  # no float holds it
+        "bad_sensor_key": body(raw={"sm 0": 1}),
     }
     publisher = Publisher(running_broker, garden)
     for payload in bad.values():

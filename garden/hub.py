@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 
 ROLLUP_EVERY_S = 300.0
+MAX_ROLLUP_BACK_MS = 400 * 86_400_000  # the raw retention: nothing older is there to roll up
 
 
 def wall_ms() -> int:
@@ -98,6 +99,7 @@ class Hub:
         self._rate_mark = (time.monotonic(), 0)
         self._connection = 0
         self._unstored: list[Received] = []
+        self._oldest_unrolled: int | None = None
         self._rollup_next = time.monotonic() + 30.0
         self._client = self._make_client()
 
@@ -255,6 +257,7 @@ class Hub:
             lines.extend(points.lines)
             if points.ts_ms is not None:
                 self._last_reading_ts = max(self._last_reading_ts or 0, points.ts_ms)
+                self._oldest_unrolled = min(self._oldest_unrolled or points.ts_ms, points.ts_ms)
                 self.counters["readings"] += 1
         self.counters["received"] += len(batch)
         try:
@@ -346,12 +349,16 @@ class Hub:
             return
         self._rollup_next = now + ROLLUP_EVERY_S
         end = self._clock_ms()
+        # Readings that came late (out of a spool, after an outage) reopen their
+        # hours and days: start from the oldest reading written since last time.
+        oldest = max(self._oldest_unrolled or end, end - MAX_ROLLUP_BACK_MS)
         try:
-            hourly = roll_up(self.influx, HOURLY, end - 3 * HOURLY.ms, end)
-            daily = roll_up(self.influx, DAILY, end - 2 * DAILY.ms, end)
+            hourly = roll_up(self.influx, HOURLY, min(end - 3 * HOURLY.ms, oldest), end)
+            daily = roll_up(self.influx, DAILY, min(end - 2 * DAILY.ms, oldest), end)
         except InfluxError as err:
             log.warning("rollups not computed this time: %s", err)
             return
+        self._oldest_unrolled = None
         self.counters["rollup_points"] += hourly + daily
 
     # ---------------------------------------------------------------- health

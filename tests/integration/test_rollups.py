@@ -41,3 +41,31 @@ def test_rollups_keep_field_names_and_add_min_max(influxd: Influxd) -> None:
     daily = influx.query('SELECT "vwc_pct", "vwc_pct_max" FROM "daily"."soil_moisture"')[0].records()
     assert daily == [{"time": T0, "vwc_pct": 27.5, "vwc_pct_max": 35.0}]
     influx.close()
+
+
+def test_the_hub_rolls_up_hours_that_readings_arrive_late_for(influxd: Influxd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Readings from two days ago, arriving now (out of a spool), get their hours rolled up."""
+    import json
+    import time
+
+    from garden.hub import Hub, Received
+    from garden.influx import InfluxSettings as Settings
+    from garden.settings import HubSettings
+
+    db = "rollup_late"
+    hub = Hub(HubSettings(garden="g", hub_id="t", influx=Settings(url=influxd.url, database=db), data_dir=tmp_path))
+    ensure_schema(hub.influx)
+    now = time.time_ns() // 1_000_000
+    two_days_ago = now - 2 * 24 * HOUR - (now % HOUR)
+    body = {"node": "n1", "boot": 1, "raw": {"sm0": 400}, "values": {"sm0": {"vwc_pct": 25.0}}}
+    topic = "garden/g/node/n1/telemetry"
+    payloads = [json.dumps(body | {"ts": two_days_ago + i * 60_000, "seq": i}).encode() for i in range(1, 6)]
+    batch = [Received(i, 0, topic, payload, now, 0) for i, payload in enumerate(payloads, 1)]
+    hub._handle(batch)
+    hub._rollup_next = 0.0
+    hub._maybe_rollup()
+    rows = hub.influx.query('SELECT "vwc_pct" FROM "hourly"."soil_moisture"')
+    assert [r["time"] for r in rows[0].records()] == [two_days_ago]
+    hub.spool.close()
+    hub.dead.close()
+    hub.influx.close()

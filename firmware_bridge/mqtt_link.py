@@ -12,9 +12,12 @@ small and the rest waits in the spool.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import ssl
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -191,42 +194,62 @@ class MqttLink:
         self.inbox.put(Incoming(message.topic, bytes(message.payload), bool(message.retain)))
 
 
-def read_retained(broker: BrokerAddress, topics: tuple[str, ...], *, wait_s: float = 1.5) -> dict[str, bytes]:
-    """Collect the retained messages on ``topics``: what a status command shows.
+@contextlib.contextmanager
+def connected_client(
+    broker: BrokerAddress,
+    *,
+    subscribe: tuple[str, ...] = (),
+    setup: Callable[[mqtt.Client], None] | None = None,
+    timeout_s: float = 5.0,
+) -> Iterator[mqtt.Client]:
+    """A short-lived client for a command: connected (and subscribed) on entry,
+    disconnected on exit. ``setup`` sets callbacks before connecting.
 
-    Raises BrokerUnreachable when the broker does not accept a connection.
+    Raises BrokerUnreachable when the broker refuses or does not answer.
     """
-    import threading
-
-    found: dict[str, bytes] = {}
+    client = client_for(broker)
     connected = threading.Event()
     failure: list[str] = []
-    client = client_for(broker)
 
     def on_connect(c: mqtt.Client, u: object, f: object, reason: ReasonCode, p: object) -> None:
         if reason.is_failure:
             failure.append(str(reason))
         else:
-            for topic in topics:
+            for topic in subscribe:
                 c.subscribe(topic, qos=1)
         connected.set()
 
-    def on_message(c: mqtt.Client, u: object, message: mqtt.MQTTMessage) -> None:
-        if message.retain:
-            found[message.topic] = bytes(message.payload)
-
     client.on_connect = on_connect
-    client.on_message = on_message
+    if setup is not None:
+        setup(client)
     try:
         client.connect(broker.host, broker.port, keepalive=10)
     except OSError as err:
         raise BrokerUnreachable(repr(broker), str(err)) from err
     client.loop_start()
     try:
-        if not connected.wait(5.0) or failure:
+        if not connected.wait(timeout_s) or failure:
             raise BrokerUnreachable(repr(broker), failure[0] if failure else "no answer to CONNECT")
-        threading.Event().wait(wait_s)
+        yield client
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def read_retained(broker: BrokerAddress, topics: tuple[str, ...], *, wait_s: float = 1.5) -> dict[str, bytes]:
+    """Collect the retained messages on ``topics``: what a status command shows.
+
+    Raises BrokerUnreachable when the broker does not accept a connection.
+    """
+    found: dict[str, bytes] = {}
+
+    def on_message(c: mqtt.Client, u: object, message: mqtt.MQTTMessage) -> None:
+        if message.retain:
+            found[message.topic] = bytes(message.payload)
+
+    def setup(client: mqtt.Client) -> None:
+        client.on_message = on_message
+
+    with connected_client(broker, subscribe=topics, setup=setup):
+        threading.Event().wait(wait_s)
     return found

@@ -32,7 +32,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from firmware_bridge.calibration import sensor_kind
 from firmware_bridge.errors import BrokerUnreachable, ConfigError
 from firmware_bridge.messages import INTERVAL_MAX_S, INTERVAL_MIN_S, compact_json, parse_node_config
-from firmware_bridge.mqtt_link import BrokerAddress, client_for, read_retained
+from firmware_bridge.mqtt_link import BrokerAddress, connected_client, read_retained
 from firmware_bridge.settings import find_config_file, read_toml, table_of
 from firmware_bridge.topics import NAME_RE, Topics, check_name
 from garden.errors import GardenError
@@ -173,32 +173,18 @@ def publish_confirmed(broker: BrokerAddress, messages: Sequence[tuple[str, bytes
     Raises BrokerUnreachable when the broker does not answer, NodeAdminError
     when it refuses a message (MQTT v5 reason code, e.g. not authorised).
     """
-    client = client_for(broker)
-    connected = threading.Event()
-    failure: list[str] = []
     acks: dict[int, ReasonCode] = {}
     acked = threading.Condition()
-
-    def on_connect(c: mqtt.Client, u: object, f: object, reason: ReasonCode, p: object) -> None:
-        if reason.is_failure:
-            failure.append(str(reason))
-        connected.set()
 
     def on_publish(c: mqtt.Client, u: object, mid: int, reason: ReasonCode, p: object) -> None:
         with acked:
             acks[mid] = reason
             acked.notify_all()
 
-    client.on_connect = on_connect
-    client.on_publish = on_publish
-    try:
-        client.connect(broker.host, broker.port, keepalive=10)
-    except OSError as err:
-        raise BrokerUnreachable(repr(broker), str(err)) from err
-    client.loop_start()
-    try:
-        if not connected.wait(timeout_s) or failure:
-            raise BrokerUnreachable(repr(broker), failure[0] if failure else "no answer to CONNECT")
+    def setup(client: mqtt.Client) -> None:
+        client.on_publish = on_publish
+
+    with connected_client(broker, setup=setup, timeout_s=timeout_s) as client:
         for topic, payload, retain in messages:
             info = client.publish(topic, payload, qos=1, retain=retain)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
@@ -211,9 +197,6 @@ def publish_confirmed(broker: BrokerAddress, messages: Sequence[tuple[str, bytes
                 raise NodeAdminError(
                     f"the broker refused {topic}: {reason} (may this user write it? check the broker's ACL)"
                 )
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def apply_edit(

@@ -132,7 +132,8 @@ def load_bridge_settings(
     env = os.environ if env is None else env
     path = find_config_file(config_file)
     data = read_toml(path) if path is not None else {}
-    unknown = set(data) - {"garden", "mqtt", "bridge", "hub", "influx", "grafana", "beds", "members"}
+    sections = {"garden", "mqtt", "bridge", "hub", "influx", "grafana", "watch", "notify", "people", "members"}
+    unknown = set(data) - sections
     if unknown:
         raise ConfigError(sorted(unknown)[0], "unknown section")
     garden_t, mqtt_t, bridge_t = (table_of(data, n) for n in ("garden", "mqtt", "bridge"))

@@ -6,8 +6,13 @@ garden/<garden>/node/<node>/status       retained: {state, fw, interval_s, last_
 garden/<garden>/node/<node>/config       retained, written by volunteers: {bed, calibration, interval_s}
 garden/<garden>/bridge/<bridge>/status   retained, last will {"state": "offline"}
 garden/<garden>/hub/<hub>/status         retained, last will {"state": "offline"}
-garden/<garden>/alert/<kind>/<subject>   QoS1: an alert raised or resolved
+garden/<garden>/hub/<hub>/watch          retained: the watch's counters and notification stats
+garden/<garden>/bed/<bed>/config         retained, written by volunteers: the bed's soil and crops
+garden/<garden>/bed/<bed>/need           retained, from the hub: the bed's watering need
+garden/<garden>/alert/<kind>/<subject>   QoS1, retained: an alert's latest change
 garden/<garden>/event/<type>             QoS1: the commons' journal
+garden/<garden>/cmd/<service>            QoS1: a request to the hub (MQTT v5 response topic)
+garden/<garden>/reply/<client>           QoS1: the hub's answers to one client
 homeassistant/device/<garden>_<node>/config   retained: Home Assistant discovery
 ```
 
@@ -60,11 +65,38 @@ class Topics:
     def hub_status(self, hub: str) -> str:
         return f"{self.base}/hub/{hub}/status"
 
+    def hub_watch(self, hub: str) -> str:
+        return f"{self.base}/hub/{hub}/watch"
+
     def alert(self, kind: str, subject: str) -> str:
         return f"{self.base}/alert/{kind}/{subject}"
 
     def event(self, kind: str) -> str:
         return f"{self.base}/event/{kind}"
+
+    def bed_config(self, bed: str) -> str:
+        return f"{self.base}/bed/{bed}/config"
+
+    def bed_need(self, bed: str) -> str:
+        return f"{self.base}/bed/{bed}/need"
+
+    def command(self, service: str) -> str:
+        return f"{self.base}/cmd/{service}"
+
+    def reply(self, client: str) -> str:
+        return f"{self.base}/reply/{client}"
+
+    @property
+    def all_alerts(self) -> str:
+        return f"{self.base}/alert/+/+"
+
+    @property
+    def all_bed_configs(self) -> str:
+        return f"{self.base}/bed/+/config"
+
+    @property
+    def all_bed_needs(self) -> str:
+        return f"{self.base}/bed/+/need"
 
     @property
     def all_telemetry(self) -> str:

@@ -46,8 +46,10 @@ from garden.influx import Influx, InfluxError, InfluxRejected
 from garden.ingest import (
     Points,
     Refused,
+    alert_points,
     bridge_status_points,
     event_points,
+    need_points,
     node_status_points,
     telemetry_points,
 )
@@ -114,7 +116,14 @@ class Hub:
         if self.settings.shared_group:
             # Several hubs share one stream; each message goes to one of them.
             topics = [f"$share/{self.settings.shared_group}/{t}" for t in topics]
-        return [*topics, self.topics.all_node_status, self.topics.all_bridge_status, self.topics.all_events]
+        return [
+            *topics,
+            self.topics.all_node_status,
+            self.topics.all_bridge_status,
+            self.topics.all_events,
+            self.topics.all_alerts,
+            self.topics.all_bed_needs,
+        ]
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
@@ -232,6 +241,10 @@ class Hub:
             return bridge_status_points(self.settings.garden, name, message.payload, message.received_ms)
         if kind == "event":
             return event_points(self.settings.garden, name, message.payload, message.received_ms)
+        if kind == "alert" and leaf:
+            return alert_points(self.settings.garden, name, leaf, message.payload, message.received_ms)
+        if kind == "bed" and leaf == "need":
+            return need_points(self.settings.garden, name, message.payload, message.received_ms)
         raise Refused("unknown_topic", message.topic[:80])
 
     def _handle(self, batch: list[Received]) -> None:

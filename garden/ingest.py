@@ -214,3 +214,74 @@ def event_points(garden: str, kind: str, payload: bytes, now_ms: int) -> Points:
         return Points([line("event", tags, fields, ts)])
     except PointError as err:
         raise Refused("unstorable", str(err)) from None
+
+
+ALERT_TRANSITIONS = ("raised", "repeated", "escalated", "resolved", "acked", "muted")
+SEVERITIES = ("info", "warning", "critical")
+
+
+def alert_points(garden: str, kind: str, subject: str, payload: bytes, now_ms: int) -> Points:
+    """An alert's change (``garden/<g>/alert/<kind>/<subject>``) as an ``alert`` point.
+
+    ``{"ts", "transition", "severity", "text", "bed"?, "node"?, "by"?}``. An
+    empty retained payload (a cleared alert) is no change and gives no point.
+    """
+    if not payload:
+        return Points([])
+    body = _load(payload)
+    ts = _integer(body.get("ts"), "ts", 0, 2**62)
+    if ts > now_ms + MAX_AHEAD_MS or ts < now_ms - MAX_AGE_MS:
+        raise Refused("out_of_range", f"ts {ts}")
+    transition = body.get("transition")
+    if transition not in ALERT_TRANSITIONS:
+        raise Refused("bad_transition", repr(transition)[:40])
+    severity = body.get("severity")
+    if severity not in SEVERITIES:
+        raise Refused("bad_severity", repr(severity)[:40])
+    tags: dict[str, str | None] = {"garden": garden, "kind": kind, "subject": subject, "state": transition}
+    bed = body.get("bed")
+    if bed is not None:
+        if not (isinstance(bed, str) and NAME_RE.fullmatch(bed)):
+            raise Refused("bad_name", f"bed={bed!r}"[:60])
+        tags["bed"] = bed
+    text = body.get("text")
+    fields: dict[str, float | int | bool | str] = {
+        "severity": severity,
+        "text": text[:500] if isinstance(text, str) and text else f"{kind} {subject}: {transition}",
+    }
+    by = body.get("by")
+    if isinstance(by, str) and by:
+        fields["who"] = by[:64]
+    try:
+        return Points([line("alert", tags, fields, ts)])
+    except PointError as err:
+        raise Refused("unstorable", str(err)) from None
+
+
+NEED_STATES = {"unknown": -1, "ok": 0, "soon": 1, "needs_water": 2, "critical": 3}
+NEED_NUMBERS = (
+    "vwc_pct", "trigger_vwc", "critical_vwc", "fc_vwc", "wp_vwc",
+    "hours_left", "hours_low", "hours_high", "balance_hours", "et0_mm", "kc", "p",
+)  # fmt: skip
+
+
+def need_points(garden: str, bed: str, payload: bytes, now_ms: int) -> Points:
+    """A bed's watering need (``garden/<g>/bed/<bed>/need``) as a ``water_need`` point."""
+    if not payload:
+        return Points([])
+    body = _load(payload)
+    ts = _integer(body.get("ts"), "ts", 0, 2**62)
+    if ts > now_ms + MAX_AHEAD_MS or ts < now_ms - MAX_AGE_MS:
+        raise Refused("out_of_range", f"ts {ts}")
+    state = body.get("state")
+    if state not in NEED_STATES:
+        raise Refused("bad_state", repr(state)[:40])
+    fields: dict[str, float | int | bool | str] = {"state": state, "level": NEED_STATES[state]}
+    for key in NEED_NUMBERS:
+        value = body.get(key)
+        if value is not None:
+            fields[key] = _number(value, key)
+    try:
+        return Points([line("water_need", {"garden": garden, "bed": bed}, fields, ts)])
+    except PointError as err:
+        raise Refused("unstorable", str(err)) from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import getpass
 import json
+import math
 import operator
 import os
 import threading
@@ -279,11 +280,14 @@ def edit_calibration(
     config: Mapping[str, Any],
     node: str,
     sensor: str,
-    values: Mapping[str, float],
+    values: Mapping[str, Any],
 ) -> Edit:
     """Set calibration keys of one sensor, keeping its others.
 
-    ``values``: for ``sm*`` any of ``dry``, ``wet`` (ADC counts); for ``tk*``
+    ``values``: for ``sm*`` any of ``dry``, ``wet`` (ADC counts), or ``poly``
+    (a soil calibration: coefficients of a polynomial from raw counts to % VWC,
+    lowest power first, which replaces the two points; an empty list removes
+    it); for ``tk*``
     ``depth_cm``, ``litres_per_cm``; for ``st*``/``at*`` ``offset_c``, for
     ``rh*`` ``offset_pct``. Raises ConfigError naming the key for a value no
     probe could have.
@@ -296,7 +300,7 @@ def edit_calibration(
         raise ConfigError("--sensor", f"{sensor!r} is not a sensor key like sm0 or tk0")
     kind = sensor_kind(sensor)
     allowed = {
-        "sm": {"dry", "wet"},
+        "sm": {"dry", "wet", "poly"},
         "tk": {"depth_cm", "litres_per_cm"},
         "st": {"offset_c"},
         "at": {"offset_c"},
@@ -313,6 +317,10 @@ def edit_calibration(
     here = f"calibration.{sensor}"
     if kind == "sm":
         adc_max = spec.get("adc_max", ADC_MAX_DEFAULT)
+        if "poly" in values:
+            _check_poly(f"{here}.poly", list(values["poly"]), adc_max)
+            if not values["poly"]:
+                spec.pop("poly")
         for key in ("dry", "wet"):
             if key in spec and not 0 < spec[key] < adc_max:
                 raise ConfigError(f"{here}.{key}", f"must be ADC counts between 0 and {adc_max}, got {spec[key]:g}")
@@ -332,6 +340,24 @@ def edit_calibration(
     after = {**config, "calibration": calibration}
     shown = ", ".join(f"{k}={_plain(v)}" for k, v in sorted(values.items()))
     return _changed(config, after, f"node {node} {sensor} calibrated: {shown}")
+
+
+def _check_poly(path: str, coefficients: list[Any], adc_max: int) -> None:
+    """A soil calibration must give a plausible % VWC over the probe's working range."""
+    if len(coefficients) > 6 or not all(
+        isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) for c in coefficients
+    ):
+        raise ConfigError(path, "must be at most 6 finite numbers, lowest power first")
+    if not coefficients:
+        return
+    # A capacitive v1.2 probe on a 10-bit ADC reads about 260 counts in saturated
+    # soil and 520 in air-dry soil (calibration.py): 25-60 % of full scale.
+    for counts in range(int(adc_max * 0.25), int(adc_max * 0.6) + 1, max(1, adc_max // 50)):
+        vwc = sum(c * counts**i for i, c in enumerate(coefficients))
+        if not -30.0 <= vwc <= 120.0:
+            raise ConfigError(
+                path, f"gives {vwc:.3g} % VWC at {counts} counts: check the coefficients (lowest power first)"
+            )
 
 
 def _plain(value: Any) -> Any:

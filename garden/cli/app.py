@@ -6,6 +6,7 @@ port that can't be opened), 2 bad usage or a bad config.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import signal
@@ -34,10 +35,12 @@ from garden.cli._shared import (
     fail,
     hub_settings,
 )
+from garden.cli.alerts_cmd import alerts_app
 from garden.cli.dashboards_cmd import dashboards_app
 from garden.cli.doctor_cmd import doctor
 from garden.cli.node_cmd import node_app
 from garden.cli.status_cmd import readings, status
+from garden.cli.water_cmd import beds_app, water_app
 from garden.errors import GardenError
 
 app = typer.Typer(
@@ -257,19 +260,45 @@ def hub_run(
     influx: InfluxOpt = None,
     garden: GardenOpt = None,
     config: ConfigOpt = None,
+    watch: Annotated[
+        bool | None,
+        typer.Option("--watch/--no-watch", help="Run the watch (watering needs, alerts); default: [watch] enabled."),
+    ] = None,
     verbose: VerboseOpt = 1,
 ) -> None:
-    """Ingest the garden's MQTT telemetry and status into InfluxDB, durably and in order."""
+    """Ingest the garden's MQTT into InfluxDB, durably and in order; watch the beds and raise alerts."""
     from garden.hub import Hub
+    from garden.watch import Watcher
+    from garden.watch_settings import load_watch_settings
 
     _logging(verbose)
     settings = hub_settings(config, mqtt_url=mqtt, influx_url=influx, garden=garden)
     try:
+        watch_settings = load_watch_settings(config)
+    except ConfigError as err:
+        fail(f"config {err}", EXIT_USAGE)
+    watcher: Watcher | None = None
+    try:
         hub = Hub(settings)
+        if watch if watch is not None else watch_settings.enabled:
+            watcher = Watcher(settings, watch_settings)
     except (BridgeError, GardenError) as err:
         fail(str(err))
-    _on_signals(hub.request_stop)
+    watch_thread = None
+    if watcher is not None:
+        watch_thread = threading.Thread(target=watcher.run, name="watch", daemon=True)
+        watch_thread.start()
+
+    def stop() -> None:
+        hub.request_stop()
+        if watcher is not None:
+            watcher.request_stop()
+
+    _on_signals(stop)
     hub.run()
+    if watcher is not None and watch_thread is not None:
+        watcher.request_stop()
+        watch_thread.join(10.0)
 
 
 @hub_app.command("init")
@@ -312,12 +341,13 @@ def hub_status(
     settings = hub_settings(config, mqtt_url=mqtt, garden=garden)
     topics = Topics(settings.garden)
     try:
-        retained = read_retained(settings.broker, (f"{topics.base}/hub/+/status",), wait_s=wait)
+        retained = read_retained(settings.broker, (topics.hub_status("+"), topics.hub_watch("+")), wait_s=wait)
     except BridgeError as err:
         fail(str(err))
-    hubs = {topic.split("/")[3]: json.loads(payload) for topic, payload in retained.items()}
+    hubs = {t.split("/")[3]: json.loads(p) for t, p in retained.items() if t.endswith("/status") and p}
+    watches = {t.split("/")[3]: json.loads(p) for t, p in retained.items() if t.endswith("/watch") and p}
     if as_json:
-        print(json.dumps({"garden": settings.garden, "hubs": hubs}, indent=2))
+        print(json.dumps({"garden": settings.garden, "hubs": hubs, "watch": watches}, indent=2))
         return
     if not hubs:
         console.print(f"No hub has reported for garden {settings.garden!r} on {settings.broker!r}.")
@@ -338,6 +368,15 @@ def hub_status(
             str(h.get("dead_letters", "")),
         )
     console.print(table)
+    for name, w in sorted(watches.items()):
+        notify = w.get("notify", {})
+        sent = sum(c.get("sent", 0) for c in notify.values())
+        failed = {ch: c.get("failed", 0) for ch, c in notify.items() if c.get("failed")}
+        console.print(
+            f"watch on {name}: {w.get('beds', 0)} beds, {w.get('open_alerts', 0)} open alerts; "
+            f"notifications sent {sent}" + (f", failed {failed}" if failed else ""),
+            highlight=False,
+        )
 
 
 @hub_app.command("dead-letters")
@@ -429,6 +468,9 @@ app.command()(readings)
 app.add_typer(node_app, name="node")
 app.command()(doctor)
 app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(water_app, name="water")
+app.add_typer(beds_app, name="beds")
+app.add_typer(alerts_app, name="alerts")
 
 
 def _demo_configs(settings: BridgeSettings, node_ids: list[str]) -> None:
@@ -449,11 +491,24 @@ def _demo_configs(settings: BridgeSettings, node_ids: list[str]) -> None:
         if configs:
             publish_confirmed(settings.broker, configs)
             console.print(f"Assigned {len(configs)} simulated node(s) to beds of the same name.")
+        existing = read_retained(settings.broker, (topics.all_bed_configs,), wait_s=0.5)
+        planted = (datetime.date.today() - datetime.timedelta(days=30)).isoformat()
+        profiles = [
+            (topics.bed_config(node), json.dumps(
+                {"soil": "loam", "crops": [{"crop": DEMO_CROPS[i % len(DEMO_CROPS)], "planted": planted}]}
+            ).encode(), True)
+            for i, node in enumerate(node_ids)
+            if topics.bed_config(node) not in existing
+        ]  # fmt: skip
+        if profiles:
+            publish_confirmed(settings.broker, profiles)
+            console.print(f"Gave {len(profiles)} bed(s) a demo profile (loam; see `garden beds list`).")
     except (BridgeError, GardenError) as err:
         console.print(f"[yellow]warning:[/yellow] demo node configs not published: {err}")
 
 
 DEMO_TANK = {"tk0": {"depth_cm": 120, "litres_per_cm": 10}}
+DEMO_CROPS = ("lettuce", "tomato", "beans", "courgette", "carrot", "onion", "potato", "squash", "herbs")
 
 
 def main() -> None:

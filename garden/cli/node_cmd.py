@@ -313,6 +313,13 @@ def node_calibrate(
     ] = None,
     dry: Annotated[float | None, typer.Option(help="Moisture probe: ADC counts in air-dry soil.")] = None,
     wet: Annotated[float | None, typer.Option(help="Moisture probe: ADC counts in saturated soil.")] = None,
+    poly: Annotated[
+        str | None,
+        typer.Option(
+            help="Moisture probe: a soil calibration, polynomial coefficients from raw counts to % VWC, "
+            "lowest power first, e.g. '95.2,-0.17' ('' removes it; replaces --dry/--wet)."
+        ),
+    ] = None,
     tank_depth_cm: Annotated[float | None, typer.Option(help="Tank: cm from the ranger to the tank floor.")] = None,
     litres_per_cm: Annotated[float | None, typer.Option(help="Tank: litres per cm of water height.")] = None,
     offset: Annotated[
@@ -329,12 +336,17 @@ def node_calibrate(
     from firmware_bridge.calibration import sensor_kind
     from garden.node_admin import edit_calibration
 
-    moisture = {k: v for k, v in (("dry", dry), ("wet", wet)) if v is not None}
+    moisture: dict[str, Any] = {k: v for k, v in (("dry", dry), ("wet", wet)) if v is not None}
+    if poly is not None:
+        try:
+            moisture["poly"] = [float(c) for c in poly.split(",") if c.strip()]
+        except ValueError:
+            fail(f"--poly {poly!r}: numbers separated by commas, lowest power first", EXIT_USAGE)
     tank = {k: v for k, v in (("depth_cm", tank_depth_cm), ("litres_per_cm", litres_per_cm)) if v is not None}
     groups = [g for g in (moisture, tank, {"offset": offset} if offset is not None else {}) if g]
     if len(groups) != 1:
         fail(
-            "give one kind of calibration: --dry/--wet (moisture), --tank-depth-cm/--litres-per-cm (tank) "
+            "give one kind of calibration: --dry/--wet or --poly (moisture), --tank-depth-cm/--litres-per-cm (tank) "
             "or --offset (temperature, humidity)",
             EXIT_USAGE,
         )
@@ -342,7 +354,7 @@ def node_calibrate(
         if offset is not None:
             fail("--offset needs --sensor (st0, at0 or rh0)", EXIT_USAGE)
         sensor = "sm0" if moisture else "tk0"
-    values: dict[str, float] = moisture or tank
+    values: dict[str, Any] = moisture or tank
     if offset is not None:
         values = {"offset_pct" if sensor_kind(sensor) == "rh" else "offset_c": offset}
     try:  # values no probe could have fail here, before the broker is asked

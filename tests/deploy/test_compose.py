@@ -672,6 +672,18 @@ PUBLISH_RULES = [
     ("volunteer", "garden/demo/bridge/shed/status", False),
     ("volunteer", "garden/demo/hub/hub/status", False),
     ("volunteer", "garden/demo/alert/dry/bed-1", False),
+    # the watch: bed profiles from volunteers, needs and answers from the hub
+    ("hub", "garden/demo/bed/bed-1/need", True),
+    ("hub", "garden/demo/reply/cli-1a2b", True),
+    ("hub", "garden/demo/bed/bed-1/config", False),
+    ("volunteer", "garden/demo/bed/bed-1/config", True),
+    ("volunteer", "garden/demo/cmd/alerts", True),
+    ("volunteer", "garden/demo/event/config", True),
+    ("volunteer", "garden/demo/event/watering", False),
+    ("volunteer", "garden/demo/bed/bed-1/need", False),
+    ("volunteer", "garden/demo/reply/cli-1a2b", False),
+    ("shed", "garden/demo/cmd/alerts", False),
+    ("shed", "garden/demo/bed/bed-1/need", False),
 ]
 
 
@@ -696,7 +708,7 @@ READ_RULES = [
     ("hub", "$share/hubs/garden/r6/node/+/telemetry", "garden/r6/node/bed-1/telemetry", "shed", True),
     ("hub", "garden/r7/node/+/status", "garden/r7/node/bed-1/status", "shed", True),
     ("hub", "garden/r8/bridge/+/status", "garden/r8/bridge/shed/status", "shed", True),
-    ("hub", "garden/r9/node/+/config", "garden/r9/node/bed-1/config", "volunteer", False),
+    ("hub", "garden/r9/node/+/config", "garden/r9/node/bed-1/config", "volunteer", True),
     ("hub", "homeassistant/#", "homeassistant/device/r10_bed-1/config", "shed", False),
     ("volunteer", "garden/r11/node/+/status", "garden/r11/node/bed-1/status", "shed", True),
     ("volunteer", "garden/r12/bridge/+/status", "garden/r12/bridge/shed/status", "shed", True),
@@ -704,6 +716,11 @@ READ_RULES = [
     ("volunteer", "garden/r14/alert/#", "garden/r14/alert/dry/bed-1", "hub", True),
     ("volunteer", "garden/r15/node/+/telemetry", "garden/r15/node/bed-1/telemetry", "shed", False),
     ("volunteer", "$SYS/broker/uptime", None, None, False),
+    ("hub", "garden/r16/bed/+/config", "garden/r16/bed/bed-1/config", "volunteer", True),
+    ("hub", "garden/r17/cmd/#", "garden/r17/cmd/alerts", "volunteer", True),
+    ("volunteer", "garden/r18/bed/+/need", "garden/r18/bed/bed-1/need", "hub", True),
+    ("volunteer", "garden/r19/reply/#", "garden/r19/reply/cli-1a2b", "hub", True),
+    ("shed", "garden/r20/cmd/#", "garden/r20/cmd/alerts", "volunteer", False),
 ]
 
 

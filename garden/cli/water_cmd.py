@@ -1,0 +1,257 @@
+"""``garden water needs`` and ``garden beds ...``: each bed's watering need, and the bed profiles behind it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from firmware_bridge.errors import BridgeError, ConfigError
+from firmware_bridge.topics import NAME_RE, Topics
+from garden.cli._shared import EXIT_USAGE, ConfigOpt, GardenOpt, JsonOpt, MqttOpt, WaitOpt, console, fail, hub_settings
+from garden.errors import GardenError
+from garden.garden_status import format_age, natural_key
+
+water_app = typer.Typer(help="Watering: which bed needs water, and when.", no_args_is_help=True)
+beds_app = typer.Typer(help="The beds' profiles: soil, crops and planting dates, overrides.", no_args_is_help=True)
+
+BedArg = Annotated[str, typer.Argument(help="The bed's name, as the nodes are assigned to it (bed-3).")]
+STATE_STYLE = {"ok": "green", "soon": "yellow", "needs_water": "bold red", "critical": "bold white on red"}
+
+
+def _read(mqtt: str | None, garden: str | None, wait: float, config: Any) -> tuple[Any, Topics, dict[str, Any]]:
+    from garden.bed_admin import read_beds
+
+    settings = hub_settings(config, mqtt_url=mqtt, garden=garden)
+    topics = Topics(settings.garden)
+    try:
+        return settings, topics, read_beds(settings.broker, topics, wait_s=wait)
+    except BridgeError as err:
+        fail(str(err))
+
+
+def _hours(need: dict[str, Any]) -> str:
+    hours, low, high = need.get("hours_left"), need.get("hours_low"), need.get("hours_high")
+    if not isinstance(hours, int | float):
+        forecast = need.get("forecast_trigger") or {}
+        return {"insufficient": "not enough data yet", "not_drying": "not drying"}.get(str(forecast.get("method")), "")
+    if hours <= 0:
+        return "now"
+    text = f"~{hours:.0f} h"
+    if isinstance(low, int | float) and isinstance(high, int | float):
+        text += f" ({low:.0f}–{high:.0f} h)"
+    return text
+
+
+def _last_watering(need: dict[str, Any], now_ms: int) -> str:
+    last = need.get("last_watering")
+    if not isinstance(last, dict) or not isinstance(last.get("ts"), int):
+        return ""
+    text = f"{format_age(now_ms - last['ts'])} ago"
+    if isinstance(last.get("mm"), int | float):
+        text += f", {last['mm']:.0f} mm"
+    if isinstance(last.get("who"), str):
+        text += f" by {last['who']}"
+    return text
+
+
+@water_app.command("needs")
+def water_needs(
+    mqtt: MqttOpt = None,
+    garden: GardenOpt = None,
+    wait: WaitOpt = 1.5,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Each bed: need (ok, soon, needs water, critical), moisture, trigger, hours left with range, last watering."""
+    _, _, beds = _read(mqtt, garden, wait, config)
+    now_ms = time.time_ns() // 1_000_000
+    rows = []
+    for bed in sorted(beds, key=natural_key):
+        info = beds[bed]
+        need = dict(info.need or {})
+        rows.append({"bed": bed, "nodes": list(info.nodes), "profile": info.profile is not None,
+                     "problem": info.problem, **need})  # fmt: skip
+    if as_json:
+        print(json.dumps({"beds": rows, "now_ms": now_ms}))
+        return
+    if not rows:
+        console.print("No beds yet: assign a node with `garden node assign <node> <bed>`.")
+        return
+    table = Table(title="Watering needs")
+    for column in ("bed", "crops", "need", "VWC", "trigger", "water in", "last watering", "as of"):
+        table.add_column(column, justify="right" if column in ("VWC", "trigger") else "left")
+    for row in rows:
+        state = row.get("state", "unknown")
+        label = Text(state.replace("_", " "), style=STATE_STYLE.get(state, "dim"))
+        vwc = f"{row['vwc_pct']:.1f}%" if isinstance(row.get("vwc_pct"), int | float) else ""
+        trigger = f"{row['trigger_vwc']:.1f}%" if isinstance(row.get("trigger_vwc"), int | float) else ""
+        note = row.get("problem") or row.get("note") or ""
+        age = f"{format_age(now_ms - row['ts'])} ago" if isinstance(row.get("ts"), int) else "no word from the hub"
+        table.add_row(row["bed"], ", ".join(row.get("crops") or []), label, vwc, trigger,
+                      _hours(row) or note, _last_watering(row, now_ms), age)  # fmt: skip
+    console.print(table)
+
+
+# -------------------------------------------------------------------- beds
+
+
+@beds_app.command("list")
+def beds_list(
+    mqtt: MqttOpt = None,
+    garden: GardenOpt = None,
+    wait: WaitOpt = 1.5,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every bed: soil, crops, trigger, and the nodes in it."""
+    from garden.watering.bed_profile import profile_to_json
+
+    _, _, beds = _read(mqtt, garden, wait, config)
+    rows = []
+    for bed in sorted(beds, key=natural_key):
+        info = beds[bed]
+        profile = profile_to_json(info.profile) if info.profile else None
+        rows.append({"bed": bed, "profile": profile, "problem": info.problem, "nodes": list(info.nodes),
+                     "trigger_vwc": (info.need or {}).get("trigger_vwc")})  # fmt: skip
+    if as_json:
+        print(json.dumps({"beds": rows}))
+        return
+    table = Table(title="Beds")
+    for column in ("bed", "soil", "crops", "trigger", "nodes"):
+        table.add_column(column)
+    for row in rows:
+        profile = row["profile"] or {}
+        crops = ", ".join(f"{c['crop']} ({c['planted']})" for c in profile.get("crops", []))
+        trigger = f"{row['trigger_vwc']:.1f}%" if isinstance(row["trigger_vwc"], int | float) else ""
+        soil = profile.get("soil") or Text(row["problem"] or "no profile: garden beds set", style="yellow")
+        table.add_row(row["bed"], soil, crops, trigger, ", ".join(row["nodes"]))
+    console.print(table)
+
+
+@beds_app.command("show")
+def beds_show(
+    bed: BedArg,
+    mqtt: MqttOpt = None,
+    garden: GardenOpt = None,
+    wait: WaitOpt = 1.5,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One bed: its profile, the values derived from FAO-56 (and where each came from), and its need."""
+    import datetime as dt
+
+    from garden.watering.bed_profile import profile_to_json, water_params
+
+    _check_bed(bed)
+    _, _, beds = _read(mqtt, garden, wait, config)
+    info = beds.get(bed)
+    if info is None:
+        fail(f"no bed {bed!r} on the broker; `garden beds list` shows the beds")
+    out: dict[str, Any] = {"bed": bed, "nodes": list(info.nodes), "problem": info.problem, "need": info.need}
+    if info.profile is not None:
+        params = water_params(info.profile, dt.date.today())
+        out["profile"] = profile_to_json(info.profile)
+        out["derived"] = {
+            "theta_fc": params.theta_fc, "theta_wp": params.theta_wp, "root_depth_mm": params.root_depth_mm,
+            "p": params.p, "kc": params.kc, "stage": params.stage, "trigger_vwc": params.trigger_vwc,
+            "critical_vwc": params.critical_vwc, "taw_mm": params.taw_mm, "raw_mm": params.raw_mm,
+        }  # fmt: skip
+        out["sources"] = dict(params.sources)
+    if as_json:
+        print(json.dumps(out))
+        return
+    console.print(f"[bold]{bed}[/bold]  nodes: {', '.join(info.nodes) or 'none'}")
+    if info.problem:
+        console.print(f"[yellow]retained profile not usable:[/yellow] {info.problem}")
+    if info.profile is None:
+        console.print(f"No profile. Set one: garden beds set {bed} --soil loam --crop lettuce:2026-04-01")
+        return
+    profile = out["profile"]
+    console.print(f"soil {profile['soil']}; crops: " + ", ".join(f"{c['crop']} planted {c['planted']}"
+                                                                  for c in profile["crops"]))  # fmt: skip
+    table = Table(title="Derived today (FAO-56)")
+    for column in ("value", "", "from"):
+        table.add_column(column)
+    units = {"theta_fc": "% VWC", "theta_wp": "% VWC", "trigger_vwc": "% VWC", "critical_vwc": "% VWC",
+             "root_depth_mm": "mm", "taw_mm": "mm", "raw_mm": "mm"}  # fmt: skip
+    for key, value in out["derived"].items():
+        shown = f"{value:.3g} {units.get(key, '')}" if isinstance(value, float) else str(value)
+        table.add_row(key, shown, out["sources"].get(key, ""))
+    console.print(table)
+
+
+def _check_bed(bed: str) -> None:
+    if not NAME_RE.fullmatch(bed):
+        fail(f"{bed!r} is not a bed name: 1-32 letters, digits, '-' or '_'", EXIT_USAGE)
+
+
+_CROP_RE = re.compile(r"([a-z_]+):(\d{4}-\d{2}-\d{2})")
+
+
+@beds_app.command("set")
+def beds_set(
+    bed: BedArg,
+    soil: Annotated[str | None, typer.Option(help="Soil texture: sand, sandy_loam, loam, silt_loam, clay, ...")] = None,
+    crop: Annotated[
+        list[str] | None,
+        typer.Option(help="crop:planting-date, e.g. lettuce:2026-04-01; repeat for several (replaces the list)."),
+    ] = None,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="key=value replacing a derived value (theta_fc, theta_wp, root_depth_mm, p, kc, "
+            "trigger_vwc, critical_vwc); key= removes it."
+        ),
+    ] = None,
+    area_m2: Annotated[float | None, typer.Option(help="The bed's area in m², for litres from millimetres.")] = None,
+    mqtt: MqttOpt = None,
+    garden: GardenOpt = None,
+    wait: WaitOpt = 1.5,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create or change a bed's profile (validated first; every error names the bad value)."""
+    from garden.bed_admin import edited_profile, publish_profile
+    from garden.node_admin import current_user
+
+    _check_bed(bed)
+    crops = None
+    if crop:
+        crops = []
+        for spec in crop:
+            match = _CROP_RE.fullmatch(spec.strip().lower())
+            if match is None:
+                fail(f"--crop {spec!r}: write crop:YYYY-MM-DD, e.g. lettuce:2026-04-01", EXIT_USAGE)
+            crops.append((match.group(1), match.group(2)))
+    overrides: dict[str, float | None] = {}
+    for spec in override or []:
+        key, sep, value = spec.partition("=")
+        if not sep:
+            fail(f"--override {spec!r}: write key=value, e.g. trigger_vwc=22", EXIT_USAGE)
+        try:
+            overrides[key.strip()] = float(value) if value.strip() else None
+        except ValueError:
+            fail(f"--override {spec!r}: {value!r} is not a number", EXIT_USAGE)
+    if soil is None and crops is None and not overrides and area_m2 is None:
+        fail("nothing to set: give --soil, --crop, --override or --area-m2", EXIT_USAGE)
+    settings, topics, beds = _read(mqtt, garden, wait, config)
+    current = beds[bed].profile if bed in beds else None
+    try:
+        profile, change = edited_profile(bed, current, soil=soil, crops=crops, overrides=overrides, area_m2=area_m2)
+        who = current_user(config)
+    except ConfigError as err:
+        fail(str(err), EXIT_USAGE)
+    try:
+        event = publish_profile(settings.broker, topics, profile, change, who=who, now_ms=time.time_ns() // 1_000_000)
+    except (BridgeError, GardenError) as err:
+        fail(str(err))
+    if as_json:
+        print(json.dumps(event))
+    else:
+        console.print(event["text"], highlight=False)

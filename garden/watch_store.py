@@ -1,0 +1,84 @@
+"""The watch's durable state, in SQLite next to the hub's spool: alerts, mutes,
+detected waterings and each bed's last need state, so that a restart neither
+raises an alert twice nor forgets who acknowledged it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from garden.alerting.lifecycle import Alert
+from garden.errors import GardenError
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS alerts (key TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS mutes (key TEXT PRIMARY KEY, until_ms INTEGER NOT NULL, who TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS waterings (bed TEXT NOT NULL, t_ms INTEGER NOT NULL, body TEXT NOT NULL, "
+    "PRIMARY KEY (bed, t_ms))",
+    "CREATE TABLE IF NOT EXISTS needs (bed TEXT PRIMARY KEY, state TEXT NOT NULL)",
+)
+
+
+class WatchStore:
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+        except sqlite3.Error as err:
+            raise GardenError(f"watch store {self.path}: {err}") from err
+
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._lock:
+                return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as err:
+            raise GardenError(f"watch store {self.path}: {err}") from err
+
+    # alerts
+    def alerts(self) -> dict[str, Alert]:
+        return {key: Alert.from_json(json.loads(body)) for key, body in self._run("SELECT key, body FROM alerts")}
+
+    def save_alert(self, alert: Alert) -> None:
+        self._run("INSERT OR REPLACE INTO alerts (key, body) VALUES (?, ?)", (alert.key, json.dumps(alert.to_json())))
+
+    # mutes
+    def mutes(self) -> dict[str, tuple[int, str]]:
+        return {key: (until, who) for key, until, who in self._run("SELECT key, until_ms, who FROM mutes")}
+
+    def mute(self, key: str, until_ms: int, who: str) -> None:
+        self._run("INSERT OR REPLACE INTO mutes (key, until_ms, who) VALUES (?, ?, ?)", (key, until_ms, who))
+
+    def unmute(self, key: str) -> None:
+        self._run("DELETE FROM mutes WHERE key = ?", (key,))
+
+    # waterings
+    def watering_times(self, bed: str) -> list[int]:
+        return [t for (t,) in self._run("SELECT t_ms FROM waterings WHERE bed = ? ORDER BY t_ms", (bed,))]
+
+    def add_watering(self, bed: str, t_ms: int, body: dict[str, Any]) -> None:
+        self._run("INSERT OR IGNORE INTO waterings (bed, t_ms, body) VALUES (?, ?, ?)", (bed, t_ms, json.dumps(body)))
+
+    def last_watering(self, bed: str) -> dict[str, Any] | None:
+        rows = self._run("SELECT body FROM waterings WHERE bed = ? ORDER BY t_ms DESC LIMIT 1", (bed,))
+        return json.loads(rows[0][0]) if rows else None
+
+    # need states
+    def needs(self) -> dict[str, str]:
+        return {str(bed): str(state) for bed, state in self._run("SELECT bed, state FROM needs")}
+
+    def save_need(self, bed: str, state: str) -> None:
+        self._run("INSERT OR REPLACE INTO needs (bed, state) VALUES (?, ?)", (bed, state))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

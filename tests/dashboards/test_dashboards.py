@@ -4,9 +4,10 @@ Grafana itself cannot run here, so queries are expanded the way Grafana does and
 run against the real InfluxDB (the session's influxd 1.6; the expansion, macros,
 interval and template variables, is in grafana_queries.py). The data is written
 through the hub's own point builder, ``garden.points.telemetry_lines`` (and
-``garden.points.line`` for status points and events), from three simulated nodes
-over three days (seed.py); the lead will switch seeding to the full MQTT
-pipeline once the ingester exists.
+``garden.points.line`` for status points and events, ``garden.ingest.need_points``
+and ``alert_points`` for the watch's water needs and alert changes), from three
+simulated nodes over three days (seed.py); tests/integration runs the dashboards
+against the full MQTT pipeline.
 
 Every panel query, annotation query and template variable query is run for
 every value of the dashboard's variable, over the whole three days and over the
@@ -249,12 +250,72 @@ def test_moisture_panels_colour_by_water_need() -> None:
     found = 0
     for d in load_dashboards().values():
         for p in walk_panels(d):
-            if any('"vwc_pct"' in t["query"] for t in p.get("targets", [])):
+            if any('"vwc_pct"' in t["query"] and 'FROM "soil_moisture"' in t["query"] for t in p.get("targets", [])):
                 steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
                 assert [(s["color"], s["value"]) for s in steps] == WATER_NEED, p["title"]
                 assert p["fieldConfig"]["defaults"]["unit"] == "percent"
                 found += 1
     assert found >= 3
+
+
+# The hub's water need (docs/schema.md, water_need.level): the words and colours gardeners see.
+GREY = "#8e8e8e"
+NEED_LEVELS = {-1: ("Unknown", GREY), 0: ("OK", "green"), 1: ("Water soon", "yellow"),
+               2: ("Needs water", "orange"), 3: ("Critical: water now", "red")}  # fmt: skip
+
+
+# "level" is selected only so that the row is the latest evaluation, even one without a forecast.
+HIDE_LEVEL = {"id": "filterFieldsByName", "options": {"exclude": {"names": ["level"]}}}
+
+
+def need_mapping(mappings: Sequence[Mapping[str, Any]]) -> dict[int, tuple[str, str]]:
+    [values] = [m["options"] for m in mappings if m["type"] == "value"]
+    return {int(k): (v["text"], v["color"]) for k, v in values.items()}
+
+
+def field_config(panel: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """A field's config: the defaults with the properties of the overrides matching ``name`` by name."""
+    config = dict(panel["fieldConfig"]["defaults"])
+    for o in panel["fieldConfig"]["overrides"]:
+        if o["matcher"] == {"id": "byName", "options": name}:
+            config.update({prop["id"]: prop["value"] for prop in o["properties"]})
+    return config
+
+
+def test_need_panels_show_each_level_in_words_and_colour() -> None:
+    found = []
+    for d in load_dashboards().values():
+        for p in walk_panels(d):
+            for t in p.get("targets", []):
+                if 'FROM "water_need"' not in t["query"] or '"level"' not in t["query"]:
+                    continue
+                if p["type"] == "stat" and 'last("level")' in t["query"]:
+                    config = p["fieldConfig"]["defaults"]
+                elif p["type"] == "table":
+                    config = field_config(p, "level")
+                    assert config["custom.cellOptions"]["type"] == "color-background"
+                else:  # selected for the latest row only (Water in), not shown
+                    assert p["transformations"] == [HIDE_LEVEL], p["title"]
+                    continue
+                assert need_mapping(config["mappings"]) == NEED_LEVELS, p["title"]
+                found.append((d["uid"], p["title"]))
+    assert sorted(found) == [("garden-bed", "Need"), ("garden-overview", "When to water"),
+                             ("garden-overview", "Which beds need water")]  # fmt: skip
+
+
+def test_bed_moisture_graph_draws_the_beds_own_lines() -> None:
+    """Trigger, critical level and field capacity from water_need, the band between them filled."""
+    bed = load_dashboards()["bed-detail.json"]
+    [p] = [p for p in walk_panels(bed) if p["title"] == "Soil moisture in $bed"]
+    aliases = {t["alias"]: t["query"] for t in p["targets"]}
+    for alias, field in (("Trigger", "trigger_vwc"), ("Critical", "critical_vwc"), ("Field capacity", "fc_vwc")):
+        assert f'mean("{field}")' in aliases[alias] and 'FROM "water_need"' in aliases[alias], alias
+    assert p["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "off", "the bed's own lines instead"
+    overrides = {o["matcher"]["options"] for o in p["fieldConfig"]["overrides"]}
+    assert overrides <= set(aliases), "an override names a series the panel does not have"
+    assert field_config(p, "Trigger")["custom.fillBelowTo"] == "Critical"
+    colours = {name: field_config(p, name)["color"]["fixedColor"] for name in ("Trigger", "Critical", "Field capacity")}
+    assert colours == {"Trigger": "orange", "Critical": "red", "Field capacity": "blue"}
 
 
 # ================================================ Grafana's query expansion
@@ -403,6 +464,13 @@ class Case:
             if (chosen is None or nf.node in chosen) and (bed is None or nf.bed == bed)
         ]
 
+    def needs(self, bed: str) -> list[tuple[int, dict[str, Any]]]:
+        """The bed's water_need points in the range."""
+        return [(ts, f) for ts, f in self.facts.needs.get(bed, []) if self.inside(ts)]
+
+    def need_beds(self) -> set[tuple[str]]:
+        return {(bed,) for bed in self.facts.needs if self.needs(bed)}
+
     def last_status(self, nf: NodeFacts, port: bool = False) -> dict[str, Any]:
         statuses = nf.port_statuses if port else nf.statuses
         return [s for ts, s in statuses if self.inside(ts)][-1]
@@ -482,8 +550,69 @@ def tanks_of(case: Case) -> set[tuple[str, str]]:
     return {(nf.node, "tk0") for nf in case.nodes()}
 
 
+NEED_COLUMNS = ("level", "hours_left", "hours_low", "hours_high", "vwc_pct", "trigger_vwc")
+
+
+def need_colour(panel: Mapping[str, Any], level: int, table: bool = False) -> str:
+    mappings = field_config(panel, "level")["mappings"] if table else panel["fieldConfig"]["defaults"]["mappings"]
+    return need_mapping(mappings)[level][1]
+
+
 @expect("garden-overview", "Which beds need water")
-def _water_need(series: Sequence[Series], case: Case) -> None:
+def _need_tiles(series: Sequence[Series], case: Case) -> None:
+    """One tile per bed the hub evaluated, with its latest level, coloured by the panel's mappings."""
+    by_bed = one_series_each(series, ("bed",), case.need_beds(), ("time", "level"))
+    colours = {}
+    for (bed,), s in by_bed.items():
+        [(ts, level)] = s.values
+        last_ts, last = case.needs(bed)[-1]
+        assert (ts, level) == (last_ts, last["level"]), bed
+        colours[bed] = need_colour(case.panel, level)
+    if case.rng.to_ms == case.facts.end_ms:
+        # The seeded garden now: bed-1 dries towards its trigger, bed-2 was just watered,
+        # bed-3 (its gardener is away) is past its critical level, bed-4 has no node yet.
+        assert colours == {"bed-1": "yellow", "bed-2": "green", "bed-3": "red", "bed-4": GREY}
+
+
+@expect("garden-overview", "When to water")
+def _need_table(series: Sequence[Series], case: Case) -> None:
+    """One row per bed: its latest evaluation, each number as the hub wrote it, or empty."""
+    by_bed = one_series_each(series, ("bed",), case.need_beds(), ("time", *NEED_COLUMNS))
+    for (bed,), s in by_bed.items():
+        [row] = s.records()
+        ts, last = case.needs(bed)[-1]
+        assert row == {"time": ts, **{k: last.get(k) for k in NEED_COLUMNS}}, bed
+    if case.rng.to_ms - case.rng.from_ms >= DAY_MS:
+        rows = {s.tags["bed"]: s.records()[0] for s in series}
+        assert rows["bed-3"]["hours_left"] == 0.0, "past its trigger: water now"
+        assert rows["bed-1"]["hours_left"] is not None and 0 < rows["bed-1"]["hours_left"] <= 24, "soon"
+        assert all(rows["bed-4"][k] is None for k in ("hours_left", "vwc_pct")), "no readings, no forecast"
+
+
+@expect("garden-bed", "Need")
+def _bed_need(series: Sequence[Series], case: Case) -> None:
+    bed = case.variables["bed"].current
+    [s] = series
+    assert s.columns == ("time", "level") and not s.tags
+    ts, last = case.needs(bed)[-1]
+    assert s.values == ((ts, last["level"]),)
+    assert need_colour(case.panel, last["level"]) == NEED_LEVELS[last["level"]][1]
+
+
+@expect("garden-bed", "Water in")
+def _bed_water_in(series: Sequence[Series], case: Case) -> None:
+    """The latest evaluation's forecast, even when it has none (then the stat says "No forecast")."""
+    bed = case.variables["bed"].current
+    [s] = series
+    columns = ("level", "hours_left", "hours_low", "hours_high")
+    assert s.columns == ("time", *columns)
+    ts, last = case.needs(bed)[-1]
+    assert s.values == ((ts, *(last.get(k) for k in columns)),)
+    assert case.panel["transformations"] == [HIDE_LEVEL]
+
+
+@expect("garden-overview", "Soil moisture now")
+def _moisture_tiles(series: Sequence[Series], case: Case) -> None:
     by_bed = one_series_each(series, ("bed",), beds_of(case), ("time", "vwc_pct"))
     colours = set()
     for nf in case.nodes():
@@ -540,6 +669,15 @@ def _moisture_now(series: Sequence[Series], case: Case) -> None:
 
 @expect("garden-bed", "Soil moisture in $bed")
 def _bed_moisture(series: Sequence[Series], case: Case) -> None:
+    column = series[0].columns[-1]
+    if column != "vwc_pct":  # the bed's own lines, from the hub's water_need
+        assert column in ("trigger_vwc", "critical_vwc", "fc_vwc")
+        [s] = series
+        assert s.columns == ("time", column) and not s.tags
+        assert_time_buckets(s, case)
+        seeded = [f[column] for _, f in case.needs(case.variables["bed"].current)]
+        within(values_of(s, column), min(seeded), max(seeded), column)
+        return
     expected = {(nf.node, "sm0") for nf in case.nodes()}
     by_probe = one_series_each(series, ("node", "sensor"), expected, ("time", "vwc_pct"))
     for nf in case.nodes():
@@ -565,7 +703,7 @@ def _bed_events(series: Sequence[Series], case: Case) -> None:
     rows = [(r["time"], r["type"]) for s in series for r in s.records()]
     assert rows == expected
     for s in series:
-        assert s.columns == ("time", "type", "text", "who", "litres", "kg")
+        assert s.columns == ("time", "type", "text", "who", "litres", "mm", "kg")
 
 
 def _hourly_tank(nf: NodeFacts, case: Case) -> tuple[float, float]:
@@ -721,29 +859,102 @@ def annotation_cases() -> list[tuple[str, str]]:
     ]
 
 
+def expected_annotations(query: str, facts: Facts, rng: gq.TimeRange, bed: str | None) -> list[tuple[int, str | None]]:
+    """(time, text) of what an annotation query must find: events of one type, or alert changes.
+
+    Event texts are not kept by the seed (None); alert texts are.
+    """
+    inside = lambda ts: rng.from_ms <= ts <= rng.to_ms  # noqa: E731
+    if 'FROM "alert"' in query:
+        states = re.search(r"\"state\" =~ /\^\(([\w|]+)\)\$/", query)
+        allowed = set(states.group(1).split("|")) if states else None
+        return sorted(
+            (a.ts, a.text)
+            for a in facts.alerts
+            if inside(a.ts) and (bed is None or a.bed == bed) and (allowed is None or a.state in allowed)
+        )
+    kind = re.search(r"\"type\" = '(\w+)'", query)
+    assert kind, "an event annotation shows one type of event"
+    return sorted(
+        (ts, None) for ts, b, k in facts.events if k == kind.group(1) and inside(ts) and (bed is None or b == bed)
+    )
+
+
+def annotation_rows(seeded: Seeded, model: Mapping[str, Any], rng: gq.TimeRange,
+                    variables: Mapping[str, gq.Variable]) -> list[dict[str, Any]]:  # fmt: skip
+    series = seeded.db.query(gq.expand_annotation(model["query"], gq.Context(rng, gq.interval_to_ms("5m"), variables)))
+    for s in series:  # Grafana finds the text and the tags by column name
+        wanted = {model["textColumn"], *model["tagsColumn"].replace(" ", "").split(",")}
+        assert wanted <= set(s.columns), s.columns
+    return sorted((r for s in series for r in s.records()), key=lambda r: (r["time"], r["text"]))
+
+
 @pytest.mark.parametrize(("name", "annotation"), annotation_cases(), ids=lambda v: str(v).removesuffix(".json"))
 def test_annotation_query_answers(seeded: Seeded, name: str, annotation: str) -> None:
     dashboard = load_dashboards()[name]
     model = next(a for a in dashboard["annotations"]["list"] if a.get("name") == annotation)
-    kind = re.search(r"\"type\" = '(\w+)'", model["query"])
-    assert kind, "each annotation shows one type of event"
     found = 0
     for rng in ranges(seeded.facts).values():
         for variables in variable_choices(seeded.db, dashboard, rng):
-            ctx = gq.Context(rng, gq.interval_to_ms("5m"), variables)
-            series = seeded.db.query(gq.expand_annotation(model["query"], ctx))
             bed = variables["bed"].current if "bed" in variables else None
-            expected = sorted(
-                ts
-                for ts, b, k in seeded.facts.events
-                if k == kind.group(1) and rng.from_ms <= ts <= rng.to_ms and (bed is None or b == bed)
-            )
-            assert [row[0] for s in series for row in s.values] == expected
-            for s in series:  # Grafana finds the text and the tags by column name
-                wanted = {model["textColumn"], *model["tagsColumn"].replace(" ", "").split(",")}
-                assert wanted <= set(s.columns), s.columns
+            assert bed is None or isinstance(bed, str)
+            expected = expected_annotations(model["query"], seeded.facts, rng, bed)
+            rows = annotation_rows(seeded, model, rng, variables)
+            assert [r["time"] for r in rows] == [ts for ts, _ in expected]
+            for row, (_, text) in zip(rows, expected, strict=True):
+                assert row["text"] and text in (None, row["text"]), row
             found += len(expected)
-    assert found, "the seeded garden has events of this type"
+    assert found, "the seeded garden has some"
+
+
+def test_water_in_never_shows_an_older_forecast(seeded: Seeded) -> None:
+    """Just after a watering the hub has no forecast: the stat must say so, not show the one before."""
+    dashboard = load_dashboards()["bed-detail.json"]
+    [panel] = [p for p in walk_panels(dashboard) if p["title"] == "Water in"]
+    needs = seeded.facts.needs["bed-2"]
+    # The first evaluation without a forecast right after one with a forecast.
+    end = next(b for a, b in itertools.pairwise(needs) if "hours_left" in a[1] and "hours_left" not in b[1])
+    rng = gq.TimeRange(seeded.facts.start_ms, end[0])
+    bed = gq.Variable.from_model(dashboard["templating"]["list"][0], seeded.facts.beds, "bed-2")
+    ctx = gq.Context(rng, gq.panel_interval_ms(panel, rng, datasource_min_interval()), {"bed": bed})
+    [s] = seeded.db.query(gq.expand_query(panel["targets"][0]["query"], ctx))
+    assert s.records() == [{"time": end[0], "level": end[1]["level"], "hours_left": None, "hours_low": None,
+                            "hours_high": None}]  # fmt: skip
+    stale = gq.expand_query('SELECT last("hours_left") FROM "water_need" WHERE $timeFilter AND "bed" = \'$bed\'', ctx)
+    assert seeded.db.query(stale)[0].values[0][1] is not None, "what a last() of each field would have shown"
+
+
+def test_bed_alerts_are_the_beds_own(seeded: Seeded) -> None:
+    """bed-3's alerts on bed-3's dashboard (all their changes), never bed-1's, nor alerts without a bed."""
+    dashboard = load_dashboards()["bed-detail.json"]
+    model = next(a for a in dashboard["annotations"]["list"] if a.get("name") == "Alerts")
+    rng = ranges(seeded.facts)["3 days"]
+    [choice] = [v for v in variable_choices(seeded.db, dashboard, rng) if v["bed"].current == "bed-3"]
+    rows = annotation_rows(seeded, model, rng, choice)
+    texts = {r["text"] for r in rows}
+    alerts = seeded.facts.alerts
+    assert texts == {a.text for a in alerts if a.bed == "bed-3"}
+    bed_1 = {a.text for a in alerts if a.bed == "bed-1"}
+    assert bed_1 and not texts & bed_1, "bed-1's alerts on bed-3's dashboard"
+    assert not texts & {a.text for a in alerts if a.bed is None}, "an alert without a bed on a bed's dashboard"
+    assert {r["kind"] for r in rows} == {"water"}
+    assert {r["state"] for r in rows} == {"raised", "repeated", "escalated", "acked"}
+    assert {r["severity"] for r in rows} == {"warning", "critical"}
+    [choice] = [v for v in variable_choices(seeded.db, dashboard, rng) if v["bed"].current == "bed-2"]
+    kinds = {(r["kind"], r["state"]) for r in annotation_rows(seeded, model, rng, choice)}
+    assert ("node", "raised") in kinds and ("water", "resolved") in kinds, "bed-2's node is on bed-2's dashboard"
+
+
+def test_garden_alerts_show_raised_escalated_and_resolved(seeded: Seeded) -> None:
+    dashboard = load_dashboards()["garden-overview.json"]
+    model = next(a for a in dashboard["annotations"]["list"] if a.get("name") == "Alerts")
+    rows = annotation_rows(seeded, model, ranges(seeded.facts)["3 days"], {})
+    assert {r["state"] for r in rows} == {"raised", "escalated", "resolved"}
+    assert {r["kind"] for r in rows} == {"water", "node", "gaps", "tank"}
+    assert {(r["kind"], r["subject"]) for r in rows} >= {("gaps", "bed-3a"), ("tank", "bed-1a")}, "no bed, shown"
+    hidden = [a for a in seeded.facts.alerts if a.state in ("repeated", "acked", "muted")]
+    assert {a.state for a in hidden} == {"repeated", "acked", "muted"}, "the seed has each, to leave out"
+    assert len(rows) == len(seeded.facts.alerts) - len(hidden)
 
 
 def test_seeded_data_is_what_the_hub_writes(seeded: Seeded) -> None:
@@ -751,13 +962,22 @@ def test_seeded_data_is_what_the_hub_writes(seeded: Seeded) -> None:
     db = seeded.db
     measurements = {row[0] for s in db.query("SHOW MEASUREMENTS") for row in s.values}
     assert {"soil_moisture", "soil_temperature", "air_temperature", "air_humidity", "light", "tank",
-            "battery", "node_status", "bridge_port", "event"} <= measurements  # fmt: skip
+            "battery", "node_status", "bridge_port", "event", "water_need", "alert"} <= measurements  # fmt: skip
     tag_keys = {row[0] for s in db.query('SHOW TAG KEYS FROM "soil_moisture"') for row in s.values}
     assert tag_keys == {"garden", "bed", "node", "sensor"}
     fields = {row[0]: row[1] for s in db.query('SHOW FIELD KEYS FROM "tank"') for row in s.values}
     assert fields.pop("error", "string") == "string"  # only where a reading was rejected
     assert fields == {"raw": "float", "distance_cm": "float", "level_cm": "float", "litres": "float",
                       "seq": "integer", "boot": "integer"}  # fmt: skip
+    need_fields = {row[0]: row[1] for s in db.query('SHOW FIELD KEYS FROM "water_need"') for row in s.values}
+    numbers = ("vwc_pct", "trigger_vwc", "critical_vwc", "fc_vwc", "wp_vwc", "hours_left", "hours_low",
+               "hours_high", "balance_hours", "et0_mm", "kc", "p")  # fmt: skip
+    assert need_fields == {"state": "string", "level": "integer", **dict.fromkeys(numbers, "float")}
+    assert {row[0] for s in db.query('SHOW TAG KEYS FROM "water_need"') for row in s.values} == {"garden", "bed"}
+    alert_fields = {row[0]: row[1] for s in db.query('SHOW FIELD KEYS FROM "alert"') for row in s.values}
+    assert alert_fields == {"text": "string", "severity": "string", "who": "string"}
+    alert_tags = {row[0] for s in db.query('SHOW TAG KEYS FROM "alert"') for row in s.values}
+    assert alert_tags == {"garden", "kind", "subject", "state", "bed"}
     retention = {row[0] for s in db.query(f'SHOW RETENTION POLICIES ON "{DATABASE}"') for row in s.values}
     assert retention == {"raw", "hourly", "daily"}
     total = sum(nf.readings for nf in seeded.facts.nodes.values())

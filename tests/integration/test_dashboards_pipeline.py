@@ -2,7 +2,9 @@
 
 Simulated nodes on ptys -> ``garden bridge run`` -> Mosquitto -> ``garden hub run``
 -> InfluxDB 1.6, with node configs (beds, tank calibration) published retained
-and a watering event published on the commons' journal, as the CLI does. Grafana
+and a watering event published on the commons' journal, as the CLI does, and
+each bed's need and a few alert changes published as the hub's watch publishes
+them (its own evaluation needs hours of readings to forecast anything). Grafana
 cannot run here, so each panel, annotation and variable query is expanded as
 Grafana does (tests/dashboards/grafana_queries.py) and run against the real
 InfluxDB. tests/dashboards checks the answers' values on three days of data;
@@ -78,8 +80,25 @@ def test_dashboards_answer_from_the_live_pipeline(
         for kind in ("watering", "harvest"):
             body = {"bed": bed, "who": "test", "litres": 10} if kind == "watering" else {"bed": bed, "kg": 1.5}
             publish(running_broker, [(f"garden/{garden}/event/{kind}", body, False)])
+    # As the watch publishes them: each bed's need (retained), and alert changes, one with a bed.
+    now_ms = time.time_ns() // 1_000_000
+    lines = {"vwc_pct": 19.0, "trigger_vwc": 18.0, "critical_vwc": 15.0, "fc_vwc": 25.0, "wp_vwc": 12.0}
+    watch: list[tuple[str, dict[str, object], bool]] = []
+    for bed, state, hours in (("bed-a", "soon", 9.5), ("bed-b", "ok", 40.0), ("bed-c", "needs_water", 0.0)):
+        forecast = {"hours_left": hours, "hours_low": hours * 0.7, "hours_high": hours * 1.5}
+        need = {"ts": now_ms, "bed": bed, "state": state, **lines, **forecast}
+        watch.append((f"garden/{garden}/bed/{bed}/need", need, True))
+    for kind, subject, bed, text in (
+        ("water", "bed-a", "bed-a", "Bed a: 17% VWC, trigger 18%. Water today."),
+        ("gaps", "n3", None, "Node n3: lost 4 readings in the last hour"),
+    ):
+        change = {"ts": now_ms, "transition": "raised", "severity": "warning", "text": text, "bed": bed}
+        watch.append((f"garden/{garden}/alert/{kind}/{subject}", change, True))
+    publish(running_broker, watch)
     produced = sim.keys()
     wait_for(lambda: len(stored_keys(database)) >= len(produced), 30, "every reading in InfluxDB")
+    wait_for(lambda: len(database.query('SELECT "level" FROM "water_need" GROUP BY "bed"')) >= 3, 30, "the needs")
+    wait_for(lambda: len(database.query('SELECT "text" FROM "alert" GROUP BY "kind"')) >= 2, 30, "the alerts")
     wait_for(lambda: database.query('SELECT count("open") FROM "bridge_port"'), 30, "bridge status points")
     wait_for(lambda: len(database.query('SELECT * FROM "event"')) > 0, 30, "the events")
     sim.stop()

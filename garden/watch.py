@@ -61,7 +61,7 @@ from garden.watch_settings import WatchSettings
 from garden.watch_store import WatchStore
 from garden.watering import fao56
 from garden.watering.bed_profile import BedProfile, WaterParams, parse_bed_profile, water_params
-from garden.watering.detection import detect_waterings
+from garden.watering.detection import detect_waterings, find_rises
 from garden.watering.drydown import Forecast, forecast, hours_text
 from garden.watering.need import Need, next_need, smoothed
 
@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
 MAX_SAMPLES = 20_000  # per series: bounded memory whatever the rate
 MAX_REQUEST_AGE_MS = 600_000
+FIRST_EVALUATION_S = 3.0
 # Two probes in one bed see one watering a reading or two apart.
 SAME_WATERING_MS = 2 * HOUR_MS
 
@@ -233,7 +234,8 @@ class Watcher:
         self.counters: Counter[str] = Counter()
         self._inbox: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
         self._warm = False
-        self._next_eval = 0.0
+        # The first round waits for the retained profiles and configs to arrive.
+        self._next_eval = time.monotonic() + FIRST_EVALUATION_S
         self._client = self._make_client()
 
     # ------------------------------------------------------------------ MQTT
@@ -526,12 +528,15 @@ class Watcher:
                 last_watering=(int(last["ts"]), who if isinstance(who, str) else None) if last else None,
                 now_ms=now_ms, tz=tz,
             )  # fmt: skip
+        closing = f"{bed_title(bed, crops)}: back above its trigger ({vwc:.0f}% VWC)."
+        if not active:
+            closing = self._watered_text(bed, samples, params, now_ms) or closing
         condition = Condition(
             "water",
             bed,
             active,
             severity="critical" if state is Need.CRITICAL else "warning",
-            text=text or f"{bed_title(bed, crops)}: back above its trigger ({vwc:.0f}% VWC).",
+            text=text or closing,
             bed=bed,
             details={"vwc_pct": round(vwc, 1), "trigger_vwc": round(params.trigger_vwc, 1), "probe": probe},
         )
@@ -554,6 +559,26 @@ class Watcher:
             )
         )  # fmt: skip
         return transitions
+
+    def _watered_text(self, bed: str, samples: list[tuple[int, float]], params: WaterParams, now_ms: int) -> str:
+        """ "watered today 14:05: +6.5% VWC, about 20 mm" when a rise since the open alert explains its end.
+
+        A watering is logged once it is final (garden/watering/detection.py), some
+        readings later; a large rise is believed at once, so the alert closes saying why.
+        """
+        alert = self.alerts.get(f"water/{bed}")
+        if alert is None or not alert.open:
+            return ""
+        rises = find_rises([v for _, v in samples], provisional=True)
+        if not rises:
+            return ""
+        rise = rises[-1]
+        t_rise = samples[rise.start][0]
+        if t_rise < alert.raised_ms - SAME_WATERING_MS:
+            return ""
+        jump = rise.after_vwc - rise.before_vwc
+        return (f"watered {when_text(t_rise, now_ms, self.watch.timezone)}: +{jump:.1f}% VWC, "
+                f"about {jump / 100 * params.root_depth_mm:.0f} mm")  # fmt: skip
 
     def _waterings(
         self, bed: str, node: str, samples: list[tuple[int, float]], params: WaterParams, now_ms: int

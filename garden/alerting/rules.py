@@ -60,9 +60,9 @@ class Liveness(StrEnum):
 def liveness(last_seen_ms: int, interval_s: float, now_ms: int, policy: RulePolicy = RulePolicy()) -> Liveness:
     """Whether a node that announced ``interval_s`` and was last heard at ``last_seen_ms`` is late or lost."""
     silent_s = (now_ms - last_seen_ms) / 1000
-    if silent_s > max(interval_s * policy.lost_tolerance, policy.min_late_s * 2):
+    if silent_s >= max(interval_s * policy.lost_tolerance, policy.min_late_s * 2):
         return Liveness.LOST
-    if silent_s > max(interval_s * policy.late_tolerance, policy.min_late_s):
+    if silent_s >= max(interval_s * policy.late_tolerance, policy.min_late_s):
         return Liveness.LATE
     return Liveness.OK
 

@@ -39,7 +39,8 @@ def _hours(need: dict[str, Any]) -> str:
     hours, low, high = need.get("hours_left"), need.get("hours_low"), need.get("hours_high")
     if not isinstance(hours, int | float):
         forecast = need.get("forecast_trigger") or {}
-        return {"insufficient": "not enough data yet", "not_drying": "not drying"}.get(str(forecast.get("method")), "")
+        methods = {"insufficient": "no estimate yet (needs 3 h of drydown)", "not_drying": "not drying"}
+        return methods.get(str(forecast.get("method")), "")
     if hours <= 0:
         return "now"
     text = f"~{hours:.0f} h"
@@ -110,15 +111,21 @@ def beds_list(
     as_json: JsonOpt = False,
 ) -> None:
     """Every bed: soil, crops, trigger, and the nodes in it."""
-    from garden.watering.bed_profile import profile_to_json
+    import datetime as dt
+
+    from garden.watering.bed_profile import profile_to_json, water_params
 
     _, _, beds = _read(mqtt, garden, wait, config)
     rows = []
     for bed in sorted(beds, key=natural_key):
         info = beds[bed]
         profile = profile_to_json(info.profile) if info.profile else None
+        # The hub's figure when it has one (adjusted for the day's ETc), else today's from the profile.
+        trigger = (info.need or {}).get("trigger_vwc")
+        if trigger is None and info.profile is not None:
+            trigger = round(water_params(info.profile, dt.date.today()).trigger_vwc, 2)
         rows.append({"bed": bed, "profile": profile, "problem": info.problem, "nodes": list(info.nodes),
-                     "trigger_vwc": (info.need or {}).get("trigger_vwc")})  # fmt: skip
+                     "trigger_vwc": trigger})  # fmt: skip
     if as_json:
         print(json.dumps({"beds": rows}))
         return

@@ -176,6 +176,14 @@ def bridge_status_points(garden: str, bridge: str, payload: bytes, now_ms: int) 
     return Points(lines)
 
 
+def _event_time(value: Any, now_ms: int) -> int:
+    """An event's, alert's or need's own time: an integer in ms, within the raw retention and a day ahead."""
+    ts = _integer(value, "ts", 0, 2**62)
+    if ts > now_ms + MAX_AHEAD_MS or ts < now_ms - MAX_AGE_MS:
+        raise Refused("out_of_range", f"ts {ts}")
+    return ts
+
+
 EVENT_NUMBERS = ("litres", "mm", "kg", "quantity", "interval_s")
 
 
@@ -186,10 +194,7 @@ def event_points(garden: str, kind: str, payload: bytes, now_ms: int) -> Points:
     ``ts`` defaults to the hub's receive time when the publisher gave none.
     """
     body = _load(payload)
-    ts = body.get("ts", now_ms)
-    ts = _integer(ts, "ts", 0, 2**62)
-    if ts > now_ms + MAX_AHEAD_MS or ts < now_ms - MAX_AGE_MS:
-        raise Refused("out_of_range", f"ts {ts}")
+    ts = _event_time(body.get("ts", now_ms), now_ms)
     tags: dict[str, str | None] = {"garden": garden, "type": kind}
     for key in ("bed", "node"):
         value = body.get(key)
@@ -229,9 +234,7 @@ def alert_points(garden: str, kind: str, subject: str, payload: bytes, now_ms: i
     if not payload:
         return Points([])
     body = _load(payload)
-    ts = _integer(body.get("ts"), "ts", 0, 2**62)
-    if ts > now_ms + MAX_AHEAD_MS or ts < now_ms - MAX_AGE_MS:
-        raise Refused("out_of_range", f"ts {ts}")
+    ts = _event_time(body.get("ts"), now_ms)
     transition = body.get("transition")
     if transition not in ALERT_TRANSITIONS:
         raise Refused("bad_transition", repr(transition)[:40])
@@ -270,9 +273,7 @@ def need_points(garden: str, bed: str, payload: bytes, now_ms: int) -> Points:
     if not payload:
         return Points([])
     body = _load(payload)
-    ts = _integer(body.get("ts"), "ts", 0, 2**62)
-    if ts > now_ms + MAX_AHEAD_MS or ts < now_ms - MAX_AGE_MS:
-        raise Refused("out_of_range", f"ts {ts}")
+    ts = _event_time(body.get("ts"), now_ms)
     state = body.get("state")
     if state not in NEED_STATES:
         raise Refused("bad_state", repr(state)[:40])

@@ -449,11 +449,20 @@ class Watcher:
         transitions: list[Transition] = []
         beds = set(self.profiles) | {t.bed for t in self.nodes.values() if t.bed and not t.retired}
         for bed in sorted(beds):
-            transitions.extend(self._evaluate_bed(bed, now_ms, since))
+            transitions.extend(self._guarded(f"bed {bed}", self._evaluate_bed, bed, now_ms, since))
         for track in sorted(self.nodes.values(), key=lambda t: t.node):
             if not track.retired:
-                transitions.extend(self._evaluate_node(track, now_ms))
+                transitions.extend(self._guarded(f"node {track.node}", self._evaluate_node, track, now_ms))
         return transitions
+
+    def _guarded(self, what: str, evaluate: Callable[..., list[Transition]], *args: Any) -> list[Transition]:
+        """One bed's or node's round; what the science did not foresee costs that round only."""
+        try:
+            return evaluate(*args)
+        except (ValueError, ArithmeticError, TypeError, KeyError, IndexError) as err:
+            self.counters["evaluation_errors"] += 1
+            log.exception("watch: %s not evaluated this round: %s", what, err)
+            return []
 
     def _day_temperatures(self, nodes: Iterable[NodeTrack], now_ms: int) -> tuple[float, float] | None:
         temps = [v for n in nodes for t, v in n.air.since(now_ms - 24 * HOUR_MS)]
@@ -757,7 +766,7 @@ class Watcher:
         try:
             result = self.command(json.loads(payload), self._clock_ms())
             answer: dict[str, Any] = {"ok": True, "result": result}
-        except (CommandError, ValueError, TypeError, KeyError) as err:
+        except (GardenError, ValueError, TypeError, KeyError) as err:
             answer = {"ok": False, "error": str(err)}
             self.counters["commands_refused"] += 1
         if not isinstance(reply_to, str) or self.topics.kind_and_name(reply_to) is None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import date
 from types import MappingProxyType
 
+from garden.watering import solar
+
 # ------------------------------------------------------------------- soils
 
 
@@ -334,9 +336,8 @@ def extraterrestrial_radiation(latitude_deg: float, day_of_year: int) -> float:
     phi = math.radians(latitude_deg)  # Eq. 22
     year_angle = 2.0 * math.pi * day_of_year / 365.0
     dr = 1.0 + 0.033 * math.cos(year_angle)  # Eq. 23: inverse relative Earth-Sun distance
-    delta = 0.409 * math.sin(year_angle - 1.39)  # Eq. 24: solar declination, rad
-    cos_ws = min(max(-math.tan(phi) * math.tan(delta), -1.0), 1.0)
-    omega_s = math.acos(cos_ws)  # Eq. 25: sunset hour angle, rad
+    delta = solar.solar_declination(day_of_year)  # Eq. 24
+    omega_s = solar.sunset_hour_angle(latitude_deg, day_of_year)  # Eq. 25, clipped
     ra = (
         (24.0 * 60.0 / math.pi)
         * SOLAR_CONSTANT

@@ -14,6 +14,16 @@ closed form so that the truth is exact:
   ``θ(t) = θr + (θFC − θr)·exp(−C(t)) + excess·exp(−(t − t_w)/3 h)`` with
   ``C(t) = peak_rate·(0.1·Δt + 0.9·∫daylight)``.
 
+Each season is a garden at 52°N, longitude 0, on a date: 15 December, 21
+March and 15 June 2026. Its day length is FAO-56's for that latitude and
+date (Eq. 34, N = 24/π·ωs): 7.5, 11.9 and 16.5 h (they were a fixed 9, 12
+and 16 h; Eq. 34 is geometric, an almanac's sunrise to sunset is some
+15 minutes longer). The day length is all the truth takes from the sun: its shape
+stays the stretched sine, with noon at 12:00 UTC all season long, so the
+forecast's :class:`~garden.watering.solar.DryingClock` (solar elevation,
+day lengths that change day by day, the equation of time) does not
+describe it exactly. The forecast gets ``DryingClock(52.0, 0.0)``.
+
 Before the watering the bed sits a quarter of the available water below the
 trigger for 12 h, so that ``since_last_wetting`` has a real step to find.
 Readings come every 15 minutes with gaussian noise; the truth is the time
@@ -28,15 +38,17 @@ import random
 import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 from garden.watering.drydown import Forecast, forecast
+from garden.watering.solar import DryingClock, daylight_hours
 
 HOUR_MS = 3_600_000
 STEP_MS = 15 * 60_000
 DRAINAGE_TAU_H = 3.0  # physics.py BedParams.drainage_tau_h
 PRE_WETTING_H = 12.0
 MIN_DRYDOWN_H = 12.0  # forecasts are made after at least this much drydown
-EPOCH_MS = 1_780_272_000_000  # 2026-06-01 00:00 UTC; any midnight would do
+LATITUDE_DEG = 52.0  # a garden in northern Europe; longitude 0, so solar noon is at 12:00 UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +79,42 @@ class Soil:
 
 @dataclass(frozen=True, slots=True)
 class Season:
+    """A latitude and the day of the watering; the drydown runs on from it."""
+
     name: str
-    day_length_h: float
+    latitude_deg: float
+    day: date
     peak_rate_per_h: float  # the noon drying rate; nights are a tenth of it
+
+    @property
+    def day_length_h(self) -> float:
+        """FAO-56 Eq. 34 for the latitude and the watering day, kept for the whole drydown."""
+        return daylight_hours(self.latitude_deg, self.day.timetuple().tm_yday)
+
+    @property
+    def midnight_ms(self) -> int:
+        """00:00 UTC of the watering day: the truth's days are counted from it."""
+        return round(datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC).timestamp() * 1000)
+
+    @property
+    def clock(self) -> DryingClock:
+        """The forecast's clock for this garden: its latitude, and longitude 0, where the truth's noon is."""
+        return DryingClock(self.latitude_deg, 0.0)
 
 
 SOILS = (Soil("sand", 10.0, 5.0), Soil("loam", 29.0, 13.0), Soil("clay", 42.0, 28.0))
-SEASONS = (Season("winter", 9.0, 0.004), Season("spring", 12.0, 0.010), Season("summer", 16.0, 0.020))
+SEASONS = (
+    Season("winter", LATITUDE_DEG, date(2026, 12, 15), 0.004),
+    Season("spring", LATITUDE_DEG, date(2026, 3, 21), 0.010),
+    Season("summer", LATITUDE_DEG, date(2026, 6, 15), 0.020),
+)
 NOISES = (0.0, 0.5, 1.0)  # gaussian sd, % VWC
 WATERING_HOURS = (7.0, 19.0)  # UTC hour of the watering: a morning and an evening drydown
 HORIZONS_H = (2, 3, 4, 6, 8, 12, 16, 20, 24, 30, 36, 48, 60, 72, 96, 120)
 
 
-def _daylight_integral_h(t_h: float, day_length_h: float) -> float:
-    """∫ daylight dt from the epoch to ``t_h`` hours after it, in hours of full sun."""
+def daylight_integral_h(t_h: float, day_length_h: float) -> float:
+    """∫ daylight dt from a midnight (UTC) to ``t_h`` hours after it, in hours of full sun."""
     sunrise = 12.0 - day_length_h / 2.0
     per_day = 2.0 * day_length_h / math.pi
     days = math.floor(t_h / 24.0)
@@ -104,7 +138,7 @@ class Drydown:
 
     @property
     def wetting_ms(self) -> int:
-        return EPOCH_MS + 2 * 24 * HOUR_MS + round(self.watering_hour * HOUR_MS)
+        return self.season.midnight_ms + round(self.watering_hour * HOUR_MS)
 
     @property
     def pre_wetting_vwc(self) -> float:
@@ -115,10 +149,10 @@ class Drydown:
         if t_ms < self.wetting_ms:
             return self.pre_wetting_vwc
         s, season = self.soil, self.season
-        t_h = (t_ms - EPOCH_MS) / HOUR_MS
-        tw_h = (self.wetting_ms - EPOCH_MS) / HOUR_MS
+        t_h = (t_ms - season.midnight_ms) / HOUR_MS
+        tw_h = (self.wetting_ms - season.midnight_ms) / HOUR_MS
         dt_h = t_h - tw_h
-        sun = _daylight_integral_h(t_h, season.day_length_h) - _daylight_integral_h(tw_h, season.day_length_h)
+        sun = daylight_integral_h(t_h, season.day_length_h) - daylight_integral_h(tw_h, season.day_length_h)
         exponent = season.peak_rate_per_h * (0.1 * dt_h + 0.9 * sun)
         drydown = s.residual + (s.theta_fc - s.residual) * math.exp(-exponent)
         return drydown + s.excess * math.exp(-dt_h / DRAINAGE_TAU_H)
@@ -227,12 +261,19 @@ class Outcome:
         return f.low_h is not None and f.high_h is not None and f.low_h <= self.true_hours <= f.high_h
 
 
-def outcomes() -> list[Outcome]:
-    """Every case of the grid, forecast."""
+def outcomes(*, with_clock: bool = True) -> list[Outcome]:
+    """Every case of the grid, forecast with the season's drying clock or (``with_clock`` False) in wall time."""
     out = []
+    clocks = {season.name: season.clock for season in SEASONS}
     for case in all_cases():
         d = case.drydown
-        f = forecast(case.samples, trigger_vwc=d.soil.trigger, residual_vwc=d.soil.residual, now_ms=case.now_ms)
+        f = forecast(
+            case.samples,
+            trigger_vwc=d.soil.trigger,
+            residual_vwc=d.soil.residual,
+            now_ms=case.now_ms,
+            clock=clocks[d.season.name] if with_clock else None,
+        )
         out.append(Outcome(d.soil.name, d.season.name, d.noise_sd, d.watering_hour, case.true_hours, f))
     return out
 

@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from garden.watering.drydown import Forecast, forecast, hours_text, since_last_wetting, t95
+from garden.watering.solar import DryingClock
 
 HOUR_MS = 3_600_000
 STEP_MS = 15 * 60_000
-T0 = 1_780_272_000_000
+T0 = 1_780_272_000_000  # 2026-06-01 00:00 UTC
 # Loam as in the accuracy grid: θFC 29, θWP 13, trigger halfway, θr = 0.8·θWP.
 TRIGGER = 21.0
 RESIDUAL = 10.4
@@ -194,6 +195,72 @@ def test_the_curve_gives_way_to_the_line_when_it_fits_worse() -> None:
     assert f.hours == pytest.approx(4.0)
 
 
+# ------------------------------------------------------------ the drying clock
+
+CLOCK = DryingClock(52.0, 0.0)  # June at 52°N: 16-h days
+
+
+def sunlit(
+    hours: float, *, start_h: float, k: float = 0.02, theta0: float = 29.0, drainage: float = 0.0
+) -> list[tuple[int, float]]:
+    """A drydown exponential in the clock's drying hours, from ``start_h`` UTC on 1 June, one reading per 15 min.
+
+    ``drainage`` % VWC above it drain away in wall time, with physics.py's τ = 3 h.
+    """
+    start = T0 + round(start_h * HOUR_MS)
+    tau0 = CLOCK.at(start)
+    out = []
+    for i in range(int(hours * 4) + 1):
+        t = start + i * STEP_MS
+        dry = RESIDUAL + (theta0 - RESIDUAL) * math.exp(-k * (CLOCK.at(t) - tau0))
+        out.append((t, dry + drainage * math.exp(-i / 4 / 3.0)))
+    return out
+
+
+def sunlit_truth(samples: list[tuple[int, float]], *, k: float = 0.02, theta0: float = 29.0) -> float:
+    """Hours from the last reading until ``sunlit`` reaches the trigger."""
+    tau = CLOCK.at(samples[0][0]) + math.log((theta0 - RESIDUAL) / (TRIGGER - RESIDUAL)) / k
+    return (CLOCK.inverse(tau) - samples[-1][0]) / HOUR_MS
+
+
+def test_a_drydown_that_follows_the_sun_is_forecast_on_the_drying_clock() -> None:
+    """Watered at 19:00, forecast at 01:00 the night after next: the crossing is in the afternoon."""
+    samples = sunlit(30, start_h=19.0)
+    truth = sunlit_truth(samples)
+    on_clock = forecast(samples, trigger_vwc=TRIGGER, residual_vwc=RESIDUAL, now_ms=samples[-1][0], clock=CLOCK)
+    assert on_clock.method == "exponential"
+    assert on_clock.rate_per_h == pytest.approx(0.02, rel=1e-4)  # per drying hour
+    assert on_clock.hours == pytest.approx(truth, abs=0.05)
+    assert on_clock.low_h is not None and on_clock.high_h is not None
+    assert on_clock.low_h < truth < on_clock.high_h
+    assert on_clock.span_h == 30.0  # wall hours
+    in_wall_time = run(samples)
+    assert in_wall_time.hours is not None
+    assert abs(in_wall_time.hours - truth) > 3.0  # what the clock is for
+
+
+@pytest.mark.parametrize(("start_h", "tolerance"), [(19.0, 0.05), (7.0, 0.10)])
+def test_drainage_is_fitted_on_the_drying_clock(start_h: float, tolerance: float) -> None:
+    """2.5 % VWC above field capacity draining in wall time, at night (19:00) or by day (07:00)."""
+    samples = sunlit(30, start_h=start_h, drainage=2.5)
+    truth = sunlit_truth(samples)
+    f = forecast(samples, trigger_vwc=TRIGGER, residual_vwc=RESIDUAL, now_ms=samples[-1][0], clock=CLOCK)
+    assert f.method == "exponential"
+    assert f.hours == pytest.approx(truth, rel=tolerance)
+    assert f.low_h is not None and f.high_h is not None
+    assert f.low_h <= truth <= f.high_h
+
+
+def test_hours_on_the_clock_count_from_now() -> None:
+    samples = sunlit(30, start_h=19.0)
+    at_last = forecast(samples, trigger_vwc=TRIGGER, residual_vwc=RESIDUAL, now_ms=samples[-1][0], clock=CLOCK)
+    later = forecast(
+        samples, trigger_vwc=TRIGGER, residual_vwc=RESIDUAL, now_ms=samples[-1][0] + 5 * HOUR_MS, clock=CLOCK
+    )
+    assert at_last.hours is not None and later.hours is not None
+    assert later.hours == pytest.approx(at_last.hours - 5.0)
+
+
 # ------------------------------------------------------------ text and helpers
 
 
@@ -262,6 +329,15 @@ def test_forecast_never_raises_and_orders_its_range(
     check(forecast(samples, trigger_vwc=trigger, residual_vwc=residual, now_ms=now_ms))
 
 
+@given(any_samples(), finite, finite, st.integers(-(2**62), 2**62), st.floats(-90.0, 90.0), st.floats(-180.0, 180.0))
+@settings(max_examples=200, deadline=None)
+def test_forecast_on_a_clock_never_raises_and_orders_its_range(
+    samples: list[tuple[int, float]], trigger: float, residual: float, now_ms: int, latitude: float, longitude: float
+) -> None:
+    clock = DryingClock(latitude, longitude)
+    check(forecast(samples, trigger_vwc=trigger, residual_vwc=residual, now_ms=now_ms, clock=clock))
+
+
 @st.composite
 def noisy_drydowns(draw: st.DrawFn) -> tuple[list[tuple[int, float]], float, float]:
     """Plausible drydowns: a level, a rate, noise, a trigger and θr near them."""
@@ -280,8 +356,11 @@ def noisy_drydowns(draw: st.DrawFn) -> tuple[list[tuple[int, float]], float, flo
     return samples, trigger, residual
 
 
-@given(noisy_drydowns())
+@given(noisy_drydowns(), st.booleans())
 @settings(max_examples=100, deadline=None)
-def test_forecast_on_plausible_drydowns_orders_its_range(case: tuple[list[tuple[int, float]], float, float]) -> None:
+def test_forecast_on_plausible_drydowns_orders_its_range(
+    case: tuple[list[tuple[int, float]], float, float], on_clock: bool
+) -> None:
     samples, trigger, residual = case
-    check(forecast(samples, trigger_vwc=trigger, residual_vwc=residual, now_ms=samples[-1][0]))
+    clock = CLOCK if on_clock else None
+    check(forecast(samples, trigger_vwc=trigger, residual_vwc=residual, now_ms=samples[-1][0], clock=clock))

@@ -64,6 +64,7 @@ from garden.watering.bed_profile import BedProfile, WaterParams, parse_bed_profi
 from garden.watering.detection import detect_waterings, find_rises
 from garden.watering.drydown import Forecast, forecast, hours_text
 from garden.watering.need import Need, next_need, smoothed
+from garden.watering.solar import DryingClock, longitude_from_utc_offset
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +235,7 @@ class Watcher:
         self.counters: Counter[str] = Counter()
         self._inbox: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
         self._warm = False
+        self._clock: DryingClock | None = None
         # The first round waits for the retained profiles and configs to arrive.
         self._next_eval = time.monotonic() + FIRST_EVALUATION_S
         self._client = self._make_client()
@@ -507,8 +509,13 @@ class Watcher:
             self._publish_need(view)
             return transitions
         vwc, probe, samples = best
-        to_trigger = forecast(samples, trigger_vwc=params.trigger_vwc, residual_vwc=residual, now_ms=now_ms)
-        to_critical = forecast(samples, trigger_vwc=params.critical_vwc, residual_vwc=residual, now_ms=now_ms)
+        clock = self.drying_clock(now_ms)
+        to_trigger = forecast(
+            samples, trigger_vwc=params.trigger_vwc, residual_vwc=residual, now_ms=now_ms, clock=clock
+        )
+        to_critical = forecast(
+            samples, trigger_vwc=params.critical_vwc, residual_vwc=residual, now_ms=now_ms, clock=clock
+        )
         balance = None
         if et0 is not None:
             balance = fao56.water_balance_hours(vwc, params.trigger_vwc, params.root_depth_mm, et0 * params.kc)
@@ -588,6 +595,25 @@ class Watcher:
         jump = rise.after_vwc - rise.before_vwc
         return (f"watered {when_text(t_rise, now_ms, self.watch.timezone)}: +{jump:.1f}% VWC, "
                 f"about {jump / 100 * params.root_depth_mm:.0f} mm")  # fmt: skip
+
+    def drying_clock(self, now_ms: int) -> DryingClock | None:
+        """The sun's hours at the garden (docs/watering.md), when its latitude is known.
+
+        Without ``[garden] longitude`` solar noon comes from the time zone's standard
+        offset (15° per hour), within about an hour of the truth.
+        """
+        lat = self.watch.latitude
+        if lat is None:
+            return None
+        lon = self.watch.longitude
+        if lon is None:
+            zone = zoneinfo.ZoneInfo(self.watch.timezone)
+            moment = dt.datetime.fromtimestamp(now_ms / 1000, zone)
+            offset = (moment.utcoffset() or dt.timedelta()) - (moment.dst() or dt.timedelta())
+            lon = longitude_from_utc_offset(offset.total_seconds() / 3600)
+        if self._clock is None or (self._clock.latitude_deg, self._clock.longitude_deg) != (lat, lon):
+            self._clock = DryingClock(lat, lon)
+        return self._clock
 
     def _waterings(
         self, bed: str, node: str, samples: list[tuple[int, float]], params: WaterParams, now_ms: int

@@ -285,6 +285,11 @@ class Watcher:
     def run(self) -> None:
         s = self.settings
         log.info("watch for garden %s: %d people to notify", s.garden, len(self.watch.people))
+        if self.watch.latitude is None:
+            log.warning(
+                "watch: no [garden] latitude: drydowns are fitted in wall hours, not on the sun's clock, "
+                "and there is no Hargreaves cross-check (docs/watering.md)"
+            )
         self._client.connect_async(s.broker.host, s.broker.port, keepalive=30)
         self._client.loop_start()
         try:

@@ -39,7 +39,7 @@ def _hours(need: dict[str, Any]) -> str:
     hours, low, high = need.get("hours_left"), need.get("hours_low"), need.get("hours_high")
     if not isinstance(hours, int | float):
         forecast = need.get("forecast_trigger") or {}
-        methods = {"insufficient": "no estimate yet (needs 3 h of drydown)", "not_drying": "not drying"}
+        methods = {"insufficient": "no estimate yet", "not_drying": "not drying"}
         return methods.get(str(forecast.get("method")), "")
     if hours <= 0:
         return "now"
@@ -85,7 +85,7 @@ def water_needs(
         console.print("No beds yet: assign a node with `garden node assign <node> <bed>`.")
         return
     table = Table(title="Watering needs")
-    for column in ("bed", "crops", "need", "VWC", "trigger", "water in", "last watering", "as of"):
+    for column in ("bed", "crops", "need", "VWC", "trigger", "water in", "watered", "as of"):
         table.add_column(column, justify="right" if column in ("VWC", "trigger") else "left")
     for row in rows:
         state = row.get("state", "unknown")
@@ -97,6 +97,8 @@ def water_needs(
         table.add_row(row["bed"], ", ".join(row.get("crops") or []), label, vwc, trigger,
                       _hours(row) or note, _last_watering(row, now_ms), age)  # fmt: skip
     console.print(table)
+    if any((row.get("forecast_trigger") or {}).get("method") == "insufficient" for row in rows):
+        console.print("[dim]no estimate yet: a forecast needs 3 h of drydown since the last watering[/dim]")
 
 
 # -------------------------------------------------------------------- beds

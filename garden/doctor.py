@@ -8,13 +8,15 @@ normal on a fresh install.
 Checks, in order: the broker (connects; accepts our credentials), InfluxDB
 (``/ping`` and its version; our credentials; the database; which write path
 the hub uses), Grafana (optional: ``/api/health``, and the datasource the
-dashboards use when credentials are given), and the clock (this machine
+dashboards use when credentials are given), the clock (this machine
 against InfluxDB's ``Date`` header, and against the newest reading's time,
-which the bridge stamps).
+which the bridge stamps), and the watch's config (readable, a latitude,
+people to tell, a mail server that answers).
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import Any
 
 import urllib3
 
-from firmware_bridge.errors import BrokerUnreachable
+from firmware_bridge.errors import BrokerUnreachable, ConfigError
 from firmware_bridge.mqtt_link import read_retained
 from garden.garden_status import READING_MEASUREMENTS, format_age
 from garden.influx import (
@@ -36,6 +38,7 @@ from garden.influx import (
 )
 from garden.schema import RETENTION
 from garden.settings import HubSettings
+from garden.watch_settings import WatchSettings
 
 OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
 MAX_SKEW_S = 5.0  # HTTP Date has whole seconds; more than this is a clock to fix
@@ -279,10 +282,48 @@ def check_grafana(target: GrafanaTarget | None) -> list[Check]:
     return checks
 
 
+def check_watch(watch: WatchSettings | ConfigError) -> list[Check]:
+    """The watch's config: readable, a latitude for the sun's clock, someone to tell, a mail server that answers."""
+    if isinstance(watch, ConfigError):
+        return [Check("watch config", FAIL, str(watch), "fix that key in garden.toml (docs/configuration.md)")]
+    checks = [Check("watch config", OK, "readable" if watch.enabled else "readable; the watch is turned off")]
+    if watch.latitude is None:
+        checks.append(Check("latitude", WARN, "not set: forecasts run on wall hours, with no Hargreaves cross-check",
+                            "add `latitude = <degrees north>` under [garden] in garden.toml"))  # fmt: skip
+    else:
+        where = f"{watch.latitude:g}°" + (f", {watch.longitude:g}°" if watch.longitude is not None else "")
+        checks.append(Check("latitude", OK, f"{where} ({watch.timezone})"))
+    people = watch.people
+    if not people:
+        checks.append(Check("notifications", WARN, "nobody is told of alerts (they still reach MQTT and dashboards)",
+                            "add [[people]] to garden.toml (docs/alerts.md)"))  # fmt: skip
+    else:
+        ways = {
+            "email": sum(1 for p in people if p.recipient.email),
+            "ntfy": sum(1 for p in people if p.recipient.ntfy_topic),
+            "webhook": sum(1 for p in people if p.recipient.webhook_url),
+        }
+        shown = ", ".join(f"{n} by {way}" for way, n in ways.items() if n)
+        checks.append(Check("notifications", OK, f"{len(people)} people: {shown}"))
+        if ways["email"] and watch.smtp is None:
+            checks.append(Check("smtp", FAIL, f"{ways['email']} people want email, but there is no mail server",
+                                "add [notify.smtp] host = ... to garden.toml"))  # fmt: skip
+    if watch.smtp is not None:
+        try:
+            with socket.create_connection((watch.smtp.host, watch.smtp.port), timeout=3.0):
+                pass
+            checks.append(Check("smtp", OK, f"{watch.smtp.host}:{watch.smtp.port} answers"))
+        except OSError as err:
+            checks.append(Check("smtp", FAIL, f"{watch.smtp.host}:{watch.smtp.port}: {err}",
+                                "check [notify.smtp] host and port, and the network"))  # fmt: skip
+    return checks
+
+
 def run_checks(
     settings: HubSettings,
     grafana: GrafanaTarget | None = None,
     clock: Callable[[], float] = time.time,
+    watch: WatchSettings | ConfigError | None = None,
 ) -> list[Check]:
     checks = check_broker(settings)
     influx = Influx(settings.influx)
@@ -295,4 +336,6 @@ def run_checks(
             checks += [Check(n, SKIP, "not checked: no InfluxDB") for n in ("clock vs InfluxDB", "newest reading")]
     finally:
         influx.close()
+    if watch is not None:
+        checks += check_watch(watch)
     return checks

@@ -27,7 +27,7 @@ def doctor(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the broker, InfluxDB, Grafana and the clocks, and print the command that fixes each failure.
+    """Check the broker, InfluxDB, Grafana, the clocks and the alerts' config; print the fix for each failure.
 
     Exits 1 when a check fails. Warnings (no readings yet, an old newest reading) do not fail.
     """
@@ -44,7 +44,15 @@ def doctor(
             user=os.environ.get("GARDEN_GRAFANA_USER") or None,
             password=os.environ.get("GARDEN_GRAFANA_PASSWORD") or None,
         )
-    checks = run_checks(settings, target)
+    from firmware_bridge.errors import ConfigError
+    from garden.watch_settings import WatchSettings, load_watch_settings
+
+    watch: WatchSettings | ConfigError
+    try:
+        watch = load_watch_settings(config)
+    except ConfigError as err:
+        watch = err
+    checks = run_checks(settings, target, watch=watch)
     failed = any(c.failed for c in checks)
     if as_json:
         body = {"garden": settings.garden, "ok": not failed, "checks": [c.to_json() for c in checks]}

@@ -380,6 +380,7 @@ def test_doctor_all_good(running_broker: Broker, seeded: Influxd, garden: str) -
     assert {name: c["state"] for name, c in checks.items()} == {
         "broker": "ok", "broker auth": "ok", "influxdb": "ok", "influxdb auth": "ok", "database": "ok",
         "write path": "ok", "grafana": "skip", "clock vs InfluxDB": "ok", "newest reading": "ok",
+        "watch config": "ok", "latitude": "warn", "notifications": "warn",
     }  # fmt: skip
     assert "1.6" in checks["influxdb"]["detail"]
     assert checks["write path"]["detail"].startswith("v1 (/write)")
@@ -387,6 +388,24 @@ def test_doctor_all_good(running_broker: Broker, seeded: Influxd, garden: str) -
     result = invoke(["doctor", "--mqtt", running_broker.url, "--influx", seeded.url, "--garden", garden])
     assert result.exit_code == 0
     assert "✓" in result.output and "All checks passed" in result.output
+
+
+def test_doctor_checks_the_alerts_config(running_broker: Broker, seeded: Influxd, garden: str, tmp_path: Path) -> None:
+    config = tmp_path / "garden.toml"
+    config.write_text(
+        f'[garden]\nlatitude = 52.5\n[notify.smtp]\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        '[[people]]\nname = "ana"\nemail = "ana@example.org"\n[[people]]\nname = "ben"\nntfy = "garden-ben"\n'
+    )
+    code, checks = doctor(running_broker.url, seeded.url, garden, "--config", str(config))
+    assert code == 1
+    assert checks["latitude"]["state"] == "ok" and checks["latitude"]["detail"].startswith("52.5°")
+    assert checks["notifications"]["detail"] == "2 people: 1 by email, 1 by ntfy"
+    assert checks["smtp"]["state"] == "fail" and "[notify.smtp]" in checks["smtp"]["fix"]
+
+    config.write_text('[[people]]\nname = "ana"\nemail = "not an address"\n')
+    code, checks = doctor(running_broker.url, seeded.url, garden, "--config", str(config))
+    assert code == 1 and checks["watch config"]["state"] == "fail"
+    assert checks["watch config"]["detail"].startswith("people[0].email")
 
 
 def test_doctor_names_the_fix_for_each_failure(running_influxd: Influxd, garden: str) -> None:

@@ -94,12 +94,14 @@ class Emission:
 
     ``sent`` is what the node keeps once the bytes are out, until the host
     says it stored them: the reading's seq and its line as it was meant to
-    go (the node cannot know the wire corrupted it).
+    go (the node cannot know the wire corrupted it). ``hello`` is the boot
+    a hello announces.
     """
 
     data: bytes
     reading: tuple[int, int] | None = None
     sent: tuple[int, bytes] | None = None
+    hello: int | None = None
 
 
 class SimNode:
@@ -141,7 +143,7 @@ class SimNode:
             garbage = bytes(self.rng.randrange(256) for _ in range(self.rng.randint(8, 40)))
             garbage = garbage.replace(b"$", b"?") + b"\r\n"
         hello = encode_hello(self.node_id, 0, FIRMWARE_VERSION, SENSORS, self.interval_s)
-        return Emission(garbage + hello)
+        return Emission(garbage + hello, hello=self.boot_no)
 
     def tick(self) -> list[Emission]:
         """One interval passes: advance the bed and send a reading (maybe faulty)."""

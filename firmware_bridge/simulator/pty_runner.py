@@ -13,6 +13,13 @@ in the kernel's buffer, as on real hardware.
 
 Simulated time runs ``speed`` times faster than wall time; one reading per
 ``interval_s`` of simulated time.
+
+The ledger names readings as the host does, ``(node, boot, seq)``, where
+``boot`` counts the boots the host can know of: a boot gets the next number
+when its first line reaches the port intact (its hello, normally), and gives
+it back if an unplug takes all its lines unread. A node that powers up on a
+port the host never opens sends nothing, so the host cannot count that boot;
+the node's own count is kept as ``power_on``.
 """
 
 from __future__ import annotations
@@ -79,14 +86,23 @@ class PtyPort:
         os.close(self.master)
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A line written to the port, kept to tell what an unplug took with it."""
+
+    reading: tuple[int, int] | None  # (power-on, seq), if it was a reading written whole
+    size: int
+    opened_boot: int | None = None  # the power-on this line made known to the host
+
+
 @dataclass
 class NodeRunner:
     node: SimNode
     port: PtyPort | None = None
     held: deque[Emission] = field(default_factory=lambda: deque(maxlen=HOLD_LINES))
-    # The last lines written, newest last: (reading, bytes), to tell which
-    # readings an unplug took with it.
-    recent: deque[tuple[tuple[int, int] | None, int]] = field(default_factory=lambda: deque(maxlen=64))
+    recent: deque[Written] = field(default_factory=lambda: deque(maxlen=64))  # newest last
+    # The node's power-ons the host can know of, numbered as the host numbers them.
+    host_boots: dict[int, int] = field(default_factory=dict)
     next_tick: float = 0.0
     host_since: float | None = None
     unplugged_until: float = 0.0
@@ -175,6 +191,11 @@ class Simulation:
             if r.port is None:
                 wake = min(wake, r.unplugged_until)
                 continue
+            if not r.booted:
+                # Power on before anything else: a board replugged into a host
+                # that is already waiting has nothing from before to replay.
+                r.booted = True
+                self._emit(r, [r.node.boot()], now)
             present = r.port.host_present()
             if present and r.host_since is None:
                 r.host_since = now
@@ -182,9 +203,6 @@ class Simulation:
                 r.held.extendleft(reversed(r.node.replays()))
             elif not present:
                 r.host_since = None
-            if not r.booted:
-                r.booted = True
-                self._emit(r, [r.node.boot()], now)
             if not r.done and now >= r.next_tick:
                 self._emit(r, r.node.tick(), now)
                 r.next_tick += r.node.interval_s / self.speed
@@ -224,21 +242,37 @@ class Simulation:
 
     def _lost_in_port(self, r: NodeRunner, unread: int) -> None:
         """Lines the host had not read when the port vanished are gone with it:
-        retract their readings from the ledger."""
+        retract their readings from the ledger, and the number of a boot none
+        of whose lines the host read."""
         while unread > 0 and r.recent:
-            reading, size = r.recent.pop()
-            unread -= size
-            if reading is not None:
+            line = r.recent.pop()
+            unread -= line.size
+            if line.reading is not None:
                 self.unplug_lost += 1
-                self._record(r, reading, lost="unplugged")
+                self._record(r, line.reading, lost="unplugged")
+            if line.opened_boot is not None:
+                # Newest first, so every later line of this boot went before it:
+                # the host never heard of the boot, and will give its number to the next.
+                del r.host_boots[line.opened_boot]
+
+    def _host_learns(self, r: NodeRunner, emission: Emission) -> int | None:
+        """The power-on this intact line makes known to the host, if it is the first to."""
+        power_on = emission.hello
+        if power_on is None and emission.reading is not None:
+            power_on = emission.reading[0]
+        if power_on is None or power_on in r.host_boots:
+            return None
+        r.host_boots[power_on] = len(r.host_boots) + 1
+        return power_on
 
     def _record(self, r: NodeRunner, reading: tuple[int, int], lost: str | None = None) -> None:
         if self.ledger is None:
             return
         entry: dict[str, object] = {
             "node": r.node.node_id,
-            "boot": reading[0],
+            "boot": r.host_boots[reading[0]],
             "seq": reading[1],
+            "power_on": reading[0],
             "t": time.time(),
         }
         if lost:
@@ -266,11 +300,12 @@ class Simulation:
                 return
             r.held.popleft()
             r.node.sent(emission)
-            r.recent.append((emission.reading if written == len(emission.data) else None, written))
             if written < len(emission.data):
                 # Half a line went out: the rest is lost, as when a UART's
                 # buffer overruns. It is not counted as a reading.
+                r.recent.append(Written(None, written))
                 continue
+            r.recent.append(Written(emission.reading, written, self._host_learns(r, emission)))
             if emission.reading is not None:
                 self.written += 1
                 self._record(r, emission.reading)

@@ -49,12 +49,19 @@ class SimThread:
         return [json.loads(line) for line in self.ledger_path.read_text().splitlines()]
 
     def keys(self) -> set[tuple[str, int, int]]:
-        """Readings written intact, less any an unplug took before the bridge read them."""
-        written, gone = set(), set()
+        """Readings written intact, less any an unplug took before the bridge read them.
+
+        In order: a boot that lost all its lines to an unplug gives its number
+        to the next, so a name taken back may be written again later.
+        """
+        produced: set[tuple[str, int, int]] = set()
         for e in self.entries():
             key = (str(e["node"]), int(e["boot"]), int(e["seq"]))  # type: ignore[call-overload]
-            (gone if e.get("lost") else written).add(key)
-        return written - gone
+            if e.get("lost"):
+                produced.discard(key)
+            else:
+                produced.add(key)
+        return produced
 
     def stop(self) -> None:
         self.sim.stop_event.set()

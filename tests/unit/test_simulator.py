@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+
 from firmware_bridge.line_protocol import (
     DataFrame,
     FrameDecoder,
@@ -14,6 +20,7 @@ from firmware_bridge.line_protocol import (
 from firmware_bridge.sequencing import Step, advance
 from firmware_bridge.simulator import physics
 from firmware_bridge.simulator.node import Faults, SimNode
+from firmware_bridge.simulator.pty_runner import Simulation
 
 
 def lines(node: SimNode, n: int) -> bytes:
@@ -117,3 +124,95 @@ def test_replays_are_dropped_when_stored_and_kept_when_new() -> None:
     assert advance(s.state, 5, hello=False, replay=True).step is Step.REPLAYED
     assert advance(s.state, 3, hello=False, replay=True).step is Step.REPLAYED
     assert advance(s.state, 6, hello=False, replay=True).step is Step.NEXT
+
+
+class HostClock:
+    """Simulated wall time for driving a :class:`Simulation` turn by turn."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_until(sim: Simulation, clock: HostClock, until: float) -> None:
+    sim.stop_event.set()  # so a turn never waits in real time: the test drives the clock
+    while clock.now < until:
+        sim._turn()
+        clock.now = round(clock.now + 0.05, 2)
+
+
+def host_reads(fd: int) -> list[tuple[int, int]]:
+    """What a bridge that numbers boots from the lines it reads would name them."""
+    state, names = None, []
+    decoder = FrameDecoder()
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 4096):
+            data += chunk
+    for frame in decoder.feed(data):
+        if isinstance(frame, HelloFrame | DataFrame):
+            sequenced = advance(state, frame.seq, hello=isinstance(frame, HelloFrame))
+            state = sequenced.state
+            if isinstance(frame, DataFrame):
+                names.append((state.boot, frame.seq))
+    return names
+
+
+def ledger_names(ledger: io.StringIO) -> list[tuple[int, int]]:
+    names: list[tuple[int, int]] = []
+    for entry in map(json.loads, ledger.getvalue().splitlines()):
+        name = (entry["boot"], entry["seq"])
+        if entry.get("lost"):
+            names.remove(name)
+        else:
+            names.append(name)
+    return names
+
+
+def test_ledger_numbers_only_the_boots_the_host_can_see(tmp_path: Path) -> None:
+    """The bridge numbers the boots it hears of. A node that powers up on a
+    port the host never opens (a slow start, a long reconnect backoff) sends
+    nothing, so that boot must not take a number in the ledger either: it did,
+    and every later reading had a name one boot off the bridge's."""
+    clock, ledger = HostClock(), io.StringIO()
+    node = SimNode("n1", interval_s=1, faults=Faults(boot_garbage=False, unplug_every=3.0, unplug_for=1.0))
+    sim = Simulation([node], tmp_path, speed=20.0, ledger=ledger, clock=clock)
+    sim.open_ports()
+    link = sim.links()[0]
+    try:
+        run_until(sim, clock, 4.5)  # power-on 1: the host never opens the port; replug at 4.0
+        assert node.boot_no == 2 and ledger.getvalue() == ""
+        fd = os.open(link, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            run_until(sim, clock, 6.0)
+            got = host_reads(fd)
+        finally:
+            os.close(fd)
+        assert got and {boot for boot, _ in got} == {1}
+        assert ledger_names(ledger) == got
+        assert {e["power_on"] for e in map(json.loads, ledger.getvalue().splitlines())} == {2}
+    finally:
+        sim.close()
+
+
+def test_a_boot_the_unplug_took_unread_gives_its_number_back(tmp_path: Path) -> None:
+    clock, ledger = HostClock(), io.StringIO()
+    node = SimNode("n1", interval_s=1, faults=Faults(boot_garbage=False))
+    sim = Simulation([node], tmp_path, speed=20.0, ledger=ledger, clock=clock)
+    sim.open_ports()
+    runner = sim.runners[0]
+    fd = os.open(sim.links()[0], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        run_until(sim, clock, 1.0)
+        assert runner.host_boots == {1: 1}
+        sim._lost_in_port(runner, sum(line.size for line in runner.recent))  # none of it was read
+        assert runner.host_boots == {} and ledger_names(ledger) == []
+        runner.held.append(node.boot())  # power-on 2 reaches the host: it is the host's boot 1
+        run_until(sim, clock, 1.5)
+        assert runner.host_boots == {2: 1}
+        assert ledger_names(ledger) and {boot for boot, _ in ledger_names(ledger)} == {1}
+    finally:
+        os.close(fd)
+        sim.close()

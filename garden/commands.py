@@ -29,7 +29,7 @@ from firmware_bridge.topics import Topics
 from garden.errors import GardenError
 
 REQUEST_TIMEOUT_S = 4.0
-MAX_REQUEST_AGE_MS = 30_000
+MAX_REQUEST_AGE_MS = 600_000  # the hub ignores older requests
 
 
 class HubUnreachable(GardenError):

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from firmware_bridge.topics import NAME_RE
+from garden.alerting.lifecycle import ALERT_CHANGES, SEVERITY_ORDER
 from garden.points import PointError, line, telemetry_lines
+from garden.watering.need import Need
 
 MAX_PAYLOAD = 64 * 1024
 # Readings older than this, or this far in the future, are refused: a node
@@ -221,10 +223,6 @@ def event_points(garden: str, kind: str, payload: bytes, now_ms: int) -> Points:
         raise Refused("unstorable", str(err)) from None
 
 
-ALERT_TRANSITIONS = ("raised", "repeated", "escalated", "resolved", "acked", "muted")
-SEVERITIES = ("info", "warning", "critical")
-
-
 def alert_points(garden: str, kind: str, subject: str, payload: bytes, now_ms: int) -> Points:
     """An alert's change (``garden/<g>/alert/<kind>/<subject>``) as an ``alert`` point.
 
@@ -236,10 +234,10 @@ def alert_points(garden: str, kind: str, subject: str, payload: bytes, now_ms: i
     body = _load(payload)
     ts = _event_time(body.get("ts"), now_ms)
     transition = body.get("transition")
-    if transition not in ALERT_TRANSITIONS:
+    if transition not in ALERT_CHANGES:
         raise Refused("bad_transition", repr(transition)[:40])
     severity = body.get("severity")
-    if severity not in SEVERITIES:
+    if severity not in SEVERITY_ORDER:
         raise Refused("bad_severity", repr(severity)[:40])
     tags: dict[str, str | None] = {"garden": garden, "kind": kind, "subject": subject, "state": transition}
     bed = body.get("bed")
@@ -261,7 +259,7 @@ def alert_points(garden: str, kind: str, subject: str, payload: bytes, now_ms: i
         raise Refused("unstorable", str(err)) from None
 
 
-NEED_STATES = {"unknown": -1, "ok": 0, "soon": 1, "needs_water": 2, "critical": 3}
+NEED_STATES = {need.value: need.level for need in Need}
 NEED_NUMBERS = (
     "vwc_pct", "trigger_vwc", "critical_vwc", "fc_vwc", "wp_vwc",
     "hours_left", "hours_low", "hours_high", "balance_hours", "et0_mm", "kc", "p",

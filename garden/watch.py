@@ -51,7 +51,9 @@ from garden.alerting import rules
 from garden.alerting.lifecycle import SEVERITY_ORDER, Alert, Condition, Transition, acknowledge, close, step
 from garden.alerting.routing import recipients_for
 from garden.alerting.wording import bed_title, node_text, water_text, when_text
+from garden.commands import MAX_REQUEST_AGE_MS
 from garden.errors import GardenError
+from garden.hub import wall_ms
 from garden.influx import Influx, InfluxError
 from garden.notify.channels import Channel, NtfyChannel, SmtpChannel, WebhookChannel
 from garden.notify.dispatch import Dispatcher
@@ -70,14 +72,9 @@ log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 MAX_SAMPLES = 20_000  # per series: bounded memory whatever the rate
-MAX_REQUEST_AGE_MS = 600_000
 FIRST_EVALUATION_S = 3.0
 # Two probes in one bed see one watering a reading or two apart.
 SAME_WATERING_MS = 2 * HOUR_MS
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Series:

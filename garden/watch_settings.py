@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ _WATCH_KEYS = {
     "gap_threshold", "stuck_samples", "fault_samples", "battery_low_v", "battery_critical_v", "tank_min_days",
     "repeat_every_h", "max_repeats", "escalate_after_h", "notify_min_severity", "webhook_timeout_s", "max_attempts",
 }  # fmt: skip
+# ntfy's own rule for topic names (docs.ntfy.sh, "Publishing").
+NTFY_TOPIC_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PERSON_KEYS = {
     "name", "email", "ntfy", "webhook", "beds", "kinds", "quiet_hours", "timezone", "urgent_overrides_quiet",
 }  # fmt: skip
@@ -97,8 +100,8 @@ def _person(i: int, raw: Any, default_tz: str) -> Person:
     if email is not None and ("@" not in email or any(c in email for c in " \r\n")):
         raise ConfigError(f"{path}.email", f"not an email address: {email!r}")
     ntfy = typed_value(raw, path, "ntfy", str, None)
-    if ntfy is not None and not NAME_RE.fullmatch(ntfy.replace(".", "_")[:64]):
-        raise ConfigError(f"{path}.ntfy", "an ntfy topic: letters, digits, '-' and '_'")
+    if ntfy is not None and not NTFY_TOPIC_RE.fullmatch(ntfy):
+        raise ConfigError(f"{path}.ntfy", "an ntfy topic: 1-64 letters, digits, '-' and '_'")
     webhook = typed_value(raw, path, "webhook", str, None)
     if webhook is not None and not webhook.startswith(("http://", "https://")):
         raise ConfigError(f"{path}.webhook", "must be an http:// or https:// URL")

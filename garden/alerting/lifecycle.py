@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+# Every change an alert can go through, as published and stored.
+ALERT_CHANGES = ("raised", "repeated", "escalated", "resolved", "acked", "muted")
 
 
 @dataclass(frozen=True, slots=True)

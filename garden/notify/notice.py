@@ -8,10 +8,11 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from garden.alerting.lifecycle import SEVERITY_ORDER
 from garden.notify.quiet_hours import QuietHours
 
 TRANSITIONS = frozenset({"raised", "repeated", "escalated", "resolved"})
-SEVERITIES = frozenset({"info", "warning", "critical"})
+SEVERITIES = frozenset(SEVERITY_ORDER)
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,7 +132,19 @@ def load_bridge_settings(
     env = os.environ if env is None else env
     path = find_config_file(config_file)
     data = read_toml(path) if path is not None else {}
-    sections = {"garden", "mqtt", "bridge", "hub", "influx", "grafana", "watch", "notify", "people", "members"}
+    sections = {
+        "garden",
+        "mqtt",
+        "bridge",
+        "hub",
+        "influx",
+        "grafana",
+        "watch",
+        "notify",
+        "people",
+        "members",
+        "commons",
+    }
     unknown = set(data) - sections
     if unknown:
         raise ConfigError(sorted(unknown)[0], "unknown section")

@@ -201,13 +201,14 @@ def connected_client(
     subscribe: tuple[str, ...] = (),
     setup: Callable[[mqtt.Client], None] | None = None,
     timeout_s: float = 5.0,
+    client_id: str = "",
 ) -> Iterator[mqtt.Client]:
     """A short-lived client for a command: connected (and subscribed) on entry,
     disconnected on exit. ``setup`` sets callbacks before connecting.
 
     Raises BrokerUnreachable when the broker refuses or does not answer.
     """
-    client = client_for(broker)
+    client = client_for(broker, client_id)
     connected = threading.Event()
     failure: list[str] = []
 

@@ -7,12 +7,16 @@ garden/<garden>/node/<node>/config       retained, written by volunteers: {bed, 
 garden/<garden>/bridge/<bridge>/status   retained, last will {"state": "offline"}
 garden/<garden>/hub/<hub>/status         retained, last will {"state": "offline"}
 garden/<garden>/hub/<hub>/watch          retained: the watch's counters and notification stats
+garden/<garden>/hub/<hub>/commons        retained, last will {"state": "offline"}: the commons answers
 garden/<garden>/bed/<bed>/config         retained, written by volunteers: the bed's soil and crops
 garden/<garden>/bed/<bed>/need           retained, from the hub: the bed's watering need
 garden/<garden>/alert/<kind>/<subject>   QoS1, retained: an alert's latest change
 garden/<garden>/event/<type>             QoS1: the commons' journal
 garden/<garden>/cmd/<service>            QoS1: a request to the hub (MQTT v5 response topic)
 garden/<garden>/reply/<client>           QoS1: the hub's answers to one client
+garden/<garden>/commons/claim/<bed>      retained, from the hub: who will water the bed (empty: nobody)
+garden/<garden>/commons/share/<id>       retained, from the hub: an open harvest share
+garden/<garden>/commons/rota/week        retained, from the hub: who is on watering duty this week
 homeassistant/device/<garden>_<node>/config   retained: Home Assistant discovery
 ```
 
@@ -68,6 +72,9 @@ class Topics:
     def hub_watch(self, hub: str) -> str:
         return f"{self.base}/hub/{hub}/watch"
 
+    def hub_commons(self, hub: str) -> str:
+        return f"{self.base}/hub/{hub}/commons"
+
     def alert(self, kind: str, subject: str) -> str:
         return f"{self.base}/alert/{kind}/{subject}"
 
@@ -85,6 +92,14 @@ class Topics:
 
     def reply(self, client: str) -> str:
         return f"{self.base}/reply/{client}"
+
+    def commons(self, kind: str, name: str) -> str:
+        """The hub's retained commons state: ``claim/<bed>``, ``share/<id>``, ``rota/week``."""
+        return f"{self.base}/commons/{kind}/{name}"
+
+    @property
+    def all_commons(self) -> str:
+        return f"{self.base}/commons/+/+"
 
     @property
     def all_alerts(self) -> str:

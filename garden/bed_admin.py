@@ -29,16 +29,20 @@ class BedInfo:
     problem: str | None = None  # why the retained profile does not validate
     need: Mapping[str, Any] | None = None
     nodes: tuple[str, ...] = ()
+    claim: Mapping[str, Any] | None = None  # who will water it (the commons' retained claim)
 
 
 def read_beds(broker: BrokerAddress, topics: Topics, *, wait_s: float = 1.5) -> dict[str, BedInfo]:
     """Every bed with a retained profile, need, or a node assigned to it."""
     retained = read_retained(
-        broker, (topics.all_bed_configs, topics.all_bed_needs, topics.all_node_configs), wait_s=wait_s
+        broker,
+        (topics.all_bed_configs, topics.all_bed_needs, topics.all_node_configs, topics.commons("claim", "+")),
+        wait_s=wait_s,
     )
     profiles: dict[str, tuple[BedProfile | None, str | None]] = {}
     needs: dict[str, Mapping[str, Any]] = {}
     nodes: dict[str, list[str]] = {}
+    claims: dict[str, Mapping[str, Any]] = {}
     for topic, payload in retained.items():
         where = topics.kind_and_name(topic)
         if where is None or not payload:
@@ -57,10 +61,12 @@ def read_beds(broker: BrokerAddress, topics: Topics, *, wait_s: float = 1.5) -> 
             needs[name] = body
         elif kind == "node" and leaf == "config" and isinstance(body, dict) and isinstance(body.get("bed"), str):
             nodes.setdefault(body["bed"], []).append(name)
+        elif kind == "commons" and name == "claim" and isinstance(body, dict):
+            claims[leaf] = body
     out = {}
     for bed in sorted(set(profiles) | set(needs) | set(nodes)):
         profile, problem = profiles.get(bed, (None, None))
-        out[bed] = BedInfo(bed, profile, problem, needs.get(bed), tuple(sorted(nodes.get(bed, []))))
+        out[bed] = BedInfo(bed, profile, problem, needs.get(bed), tuple(sorted(nodes.get(bed, []))), claims.get(bed))
     return out
 
 

@@ -16,7 +16,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -28,13 +28,14 @@ from firmware_bridge.mqtt_link import BrokerAddress, connected_client
 from firmware_bridge.topics import Topics
 from garden.errors import GardenError
 
-REQUEST_TIMEOUT_S = 4.0
+REQUEST_TIMEOUT_S = 3.0  # an answer takes milliseconds; with the start-up, a dead hub is reported within 5 s
 MAX_REQUEST_AGE_MS = 600_000  # the hub ignores older requests
+STATUS_WAIT_S = 0.5  # for the hub's retained status, which follows the SUBACK at once
 
 
 class HubUnreachable(GardenError):
     def __init__(self, service: str, detail: str) -> None:
-        super().__init__(f"the hub did not answer ({detail}); is `garden hub run` running? ({service})")
+        super().__init__(f"the hub is unreachable: {detail}; is `garden hub run` running? ({service})")
         self.service = service
         self.detail = detail
 
@@ -54,23 +55,40 @@ def request(
     body: Mapping[str, Any],
     *,
     timeout_s: float = REQUEST_TIMEOUT_S,
+    status_topic: str | None = None,
 ) -> dict[str, Any]:
     """Send ``body`` to the hub's ``service`` and return its answer's ``result``.
 
-    Raises BrokerUnreachable (no broker), HubUnreachable (no answer within
-    ``timeout_s``) or CommandRefused (the hub said no).
+    The retained status of what answers (``status_topic``; the hub's own status by
+    default) comes with the reply subscription: when none of this garden is online,
+    this fails at once instead of waiting out the timeout. The client id is the reply
+    topic's last level, so a broker ACL can let each client read only its own answers.
+    ``timeout_s`` is how long an online hub may take to answer.
+    Raises BrokerUnreachable (no broker), HubUnreachable (no hub online, or no
+    answer within ``timeout_s``) or CommandRefused (the hub said no).
     """
     client_tag = f"cli-{secrets.token_hex(6)}"
     reply_topic = topics.reply(client_tag)
+    status_topic = status_topic or topics.hub_status("+")
     correlation = secrets.token_bytes(8)
     subscribed = threading.Event()
     answered = threading.Event()
+    heard_status = threading.Event()
     answer: list[bytes] = []
+    hubs: dict[str, str] = {}
 
     def on_subscribe(c: mqtt.Client, u: object, mid: int, codes: list[Any], p: object) -> None:
         subscribed.set()
 
     def on_message(c: mqtt.Client, u: object, message: mqtt.MQTTMessage) -> None:
+        if mqtt.topic_matches_sub(status_topic, message.topic):
+            try:
+                state = json.loads(message.payload).get("state")
+            except (ValueError, AttributeError):
+                state = None
+            hubs[message.topic] = state if isinstance(state, str) else "unknown"
+            heard_status.set()
+            return
         props = getattr(message, "properties", None)
         if getattr(props, "CorrelationData", None) == correlation:
             answer.append(bytes(message.payload))
@@ -80,17 +98,27 @@ def request(
         client.on_subscribe = on_subscribe
         client.on_message = on_message
 
-    deadline = time.monotonic() + timeout_s
-    with connected_client(broker, subscribe=(reply_topic,), setup=setup, timeout_s=timeout_s) as client:
+    connect_s = min(timeout_s, REQUEST_TIMEOUT_S)
+    deadline = time.monotonic() + connect_s
+    with connected_client(
+        broker, subscribe=(reply_topic, status_topic), setup=setup, timeout_s=connect_s, client_id=client_tag
+    ) as client:
         if not subscribed.wait(max(0.1, deadline - time.monotonic())):
             raise HubUnreachable(service, "the broker did not confirm the reply subscription")
+        # The broker sends retained messages right after the SUBACK.
+        heard_status.wait(STATUS_WAIT_S)
+        time.sleep(0.05)  # a second hub's status, if there is one
+        if not hubs:
+            raise HubUnreachable(service, f"no hub has ever run it for garden {topics.garden!r}")
+        if "online" not in hubs.values():
+            raise HubUnreachable(service, "its status says offline")
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = reply_topic
         props.CorrelationData = correlation
         payload = compact_json({**body, "sent_ms": time.time_ns() // 1_000_000})
         client.publish(topics.command(service), payload, qos=1, properties=props)
-        if not answered.wait(max(0.1, deadline - time.monotonic())):
-            raise HubUnreachable(service, f"nothing within {timeout_s:g} s")
+        if not answered.wait(timeout_s):
+            raise HubUnreachable(service, f"no answer within {timeout_s:g} s")
     try:
         reply = json.loads(answer[0])
     except ValueError as err:
@@ -101,3 +129,43 @@ def request(
         raise CommandRefused(str(reply.get("error") or "refused"))
     result = reply.get("result")
     return result if isinstance(result, dict) else {}
+
+
+def too_old(body: Mapping[str, Any], now_ms: int) -> bool:
+    """A request the CLI gave up on long ago: applying it now would surprise its sender."""
+    sent = body.get("sent_ms")
+    return isinstance(sent, int) and not isinstance(sent, bool) and now_ms - sent > MAX_REQUEST_AGE_MS
+
+
+def serve(
+    client: mqtt.Client,
+    topics: Topics,
+    payload: bytes,
+    props: Any,
+    apply: Callable[[Any], dict[str, Any]],
+    refusals: tuple[type[Exception], ...],
+) -> bool:
+    """The hub's side of one request: ``apply`` its JSON body and answer; True when applied.
+
+    An exception in ``refusals`` (and bad JSON) is a refusal, answered with its message.
+    """
+    caught: tuple[type[Exception], ...] = (ValueError, *refusals)
+    try:
+        reply: dict[str, Any] = {"ok": True, "result": apply(json.loads(payload))}
+    except caught as err:
+        reply = {"ok": False, "error": str(err)[:300]}
+    answer(client, topics, props, reply)
+    return bool(reply["ok"])
+
+
+def answer(client: mqtt.Client, topics: Topics, props: Any, body: Mapping[str, Any]) -> bool:
+    """Publish the hub's answer to a request on its response topic; False when it named none we accept."""
+    reply_to = getattr(props, "ResponseTopic", None)
+    if not isinstance(reply_to, str) or topics.kind_and_name(reply_to) is None:
+        return False
+    out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    correlation = getattr(props, "CorrelationData", None)
+    if correlation is not None:
+        out.CorrelationData = correlation
+    client.publish(reply_to, compact_json(dict(body)), qos=1, properties=out)
+    return True

@@ -10,8 +10,9 @@ Checks, in order: the broker (connects; accepts our credentials), InfluxDB
 the hub uses), Grafana (optional: ``/api/health``, and the datasource the
 dashboards use when credentials are given), the clock (this machine
 against InfluxDB's ``Date`` header, and against the newest reading's time,
-which the bridge stamps), and the watch's config (readable, a latitude,
-people to tell, a mail server that answers).
+which the bridge stamps), the watch's config (readable, a latitude,
+people to tell, a mail server that answers), and the commons (its config, a
+hub that answers volunteers' requests, a rota whose people can be reached).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from typing import Any
 
 import urllib3
 
-from firmware_bridge.errors import BrokerUnreachable, ConfigError
+from firmware_bridge.errors import BridgeError, BrokerUnreachable, ConfigError
 from firmware_bridge.mqtt_link import read_retained
+from firmware_bridge.topics import Topics
+from garden.commons.settings import CommonsSettings
 from garden.garden_status import READING_MEASUREMENTS, format_age
 from garden.influx import (
     Influx,
@@ -319,11 +322,55 @@ def check_watch(watch: WatchSettings | ConfigError) -> list[Check]:
     return checks
 
 
+def check_commons(
+    settings: HubSettings,
+    commons: CommonsSettings | ConfigError,
+    watch: WatchSettings | ConfigError | None,
+    earlier: list[Check],
+) -> list[Check]:
+    """The commons' config, a hub that answers its requests, a rota whose people can be reached.
+
+    Members the hub can tell of alerts settle the watch's "nobody is told" warning in ``earlier``
+    (replaced in place)."""
+    from garden.commands import CommandRefused, HubUnreachable, request
+
+    if isinstance(commons, ConfigError):
+        return [Check("commons config", FAIL, str(commons), "fix that key in garden.toml (docs/commons.md)")]
+    rule = commons.share_rule.replace("_", " ")
+    checks = [Check("commons config", OK, f"readable; shares go {rule}")]
+    try:
+        topics = Topics(settings.garden)
+        members = request(settings.broker, topics, "commons", {"action": "member.list", "who": "doctor"},
+                          status_topic=topics.hub_commons("+"))["members"]  # fmt: skip
+    except (BridgeError, HubUnreachable, CommandRefused, KeyError) as err:
+        checks.append(Check("hub", WARN, f"does not answer: {err}",
+                            "garden hub run   (or bash scripts/run.sh); commons commands fail until then"))  # fmt: skip
+        return checks
+    checks.append(Check("hub", OK, f"answers; {len(members)} members"))
+    told = [m for m in members if m.get("reachable") and m.get("source") == "hub"]
+    for i, c in enumerate(earlier):
+        if c.name == "notifications" and c.state == WARN and told:  # members count as people to tell
+            earlier[i] = Check("notifications", OK, f"{len(told)} members can be told (garden member list)")
+    if not commons.rota.empty:
+        reachable = {m["name"] for m in members if m.get("reachable")}
+        if not isinstance(watch, ConfigError) and watch is not None:
+            reachable |= {p.name for p in watch.people}
+        unreachable = sorted(commons.rota.names() - reachable)
+        if unreachable:
+            who = ", ".join(unreachable)
+            checks.append(Check("rota", WARN, f"on the rota but cannot be told of dry beds: {who}",
+                                f"garden member add {unreachable[0]} --email ... (or --ntfy, --webhook)"))  # fmt: skip
+        else:
+            checks.append(Check("rota", OK, f"{len(commons.rota.names())} people, all reachable"))
+    return checks
+
+
 def run_checks(
     settings: HubSettings,
     grafana: GrafanaTarget | None = None,
     clock: Callable[[], float] = time.time,
     watch: WatchSettings | ConfigError | None = None,
+    commons: CommonsSettings | ConfigError | None = None,
 ) -> list[Check]:
     checks = check_broker(settings)
     influx = Influx(settings.influx)
@@ -338,4 +385,6 @@ def run_checks(
         influx.close()
     if watch is not None:
         checks += check_watch(watch)
+    if commons is not None and not checks[0].failed:
+        checks += check_commons(settings, commons, watch, checks)
     return checks

@@ -34,13 +34,11 @@ import threading
 import time
 import zoneinfo
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_bridge.errors import ConfigError
@@ -49,9 +47,10 @@ from firmware_bridge.mqtt_link import client_for
 from firmware_bridge.topics import NAME_RE, Topics
 from garden.alerting import rules
 from garden.alerting.lifecycle import SEVERITY_ORDER, Alert, Condition, Transition, acknowledge, close, step
-from garden.alerting.routing import recipients_for
+from garden.alerting.routing import Person, recipients_for
 from garden.alerting.wording import bed_title, node_text, water_text, when_text
-from garden.commands import MAX_REQUEST_AGE_MS
+from garden.commands import serve, too_old
+from garden.commons.scrub import mentions, scrub_value
 from garden.errors import GardenError
 from garden.hub import wall_ms
 from garden.influx import Influx, InfluxError
@@ -214,8 +213,15 @@ class Watcher:
         clock_ms: Callable[[], int] = wall_ms,
         dispatcher: Dispatcher | None = None,
         influx: Influx | None = None,
+        on_duty: Callable[[int], Collection[str] | None] | None = None,
+        members: Callable[[], Sequence[Person]] | None = None,
     ) -> None:
+        """``on_duty`` (who is on watering duty at a time) and ``members`` (more people to
+        notify) come from the commons (garden/commons/service.py) when it runs."""
         self.settings = settings
+        self._on_duty = on_duty
+        self._members = members
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.watch = watch
         self.topics = Topics(settings.garden)
         self._clock_ms = clock_ms
@@ -299,6 +305,8 @@ class Watcher:
             self.store.close()
 
     def step(self) -> None:
+        while not self._tasks.empty():
+            self._tasks.get()()
         deadline = time.monotonic() + 0.2
         while time.monotonic() < deadline:
             try:
@@ -760,7 +768,12 @@ class Watcher:
         if mute is not None and mute[0] > transition.ts_ms:
             self.counters["notices_muted"] += 1
             return
-        people = recipients_for(a, self.watch.people, escalated=a.escalated)
+        everyone = list(self.watch.people)
+        if self._members is not None:
+            named = {p.name for p in everyone}
+            everyone += [p for p in self._members() if p.name not in named]
+        duty = self._on_duty(transition.ts_ms) if self._on_duty is not None else None
+        people = recipients_for(a, everyone, escalated=a.escalated, on_duty=duty)
         if not people:
             return
         title = {
@@ -789,27 +802,16 @@ class Watcher:
     # ------------------------------------------------------------- commands
 
     def _command(self, payload: bytes, props: Any) -> None:
-        reply_to = getattr(props, "ResponseTopic", None)
-        correlation = getattr(props, "CorrelationData", None)
-        try:
-            result = self.command(json.loads(payload), self._clock_ms())
-            answer: dict[str, Any] = {"ok": True, "result": result}
-        except (GardenError, ValueError, TypeError, KeyError) as err:
-            answer = {"ok": False, "error": str(err)}
+        applied = serve(self._client, self.topics, payload, props, lambda body: self.command(body, self._clock_ms()),
+                        (GardenError, TypeError, KeyError))  # fmt: skip
+        if not applied:
             self.counters["commands_refused"] += 1
-        if not isinstance(reply_to, str) or self.topics.kind_and_name(reply_to) is None:
-            return
-        out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        if correlation is not None:
-            out.CorrelationData = correlation
-        self._client.publish(reply_to, compact_json(answer), qos=1, properties=out)
 
     def command(self, body: Any, now_ms: int) -> dict[str, Any]:
         """Apply one request: ``ack``, ``mute`` or ``unmute`` an alert. Raises CommandError."""
         if not isinstance(body, dict):
             raise CommandError("a request is a JSON object")
-        sent = body.get("sent_ms")
-        if isinstance(sent, int) and now_ms - sent > MAX_REQUEST_AGE_MS:
+        if too_old(body, now_ms):
             raise CommandError("request too old: ignored")
         action, key, who = body.get("action"), body.get("key"), body.get("who")
         if not isinstance(who, str) or not NAME_RE.fullmatch(who):
@@ -838,6 +840,28 @@ class Watcher:
             self.store.unmute(key)
             return {"alert": alert.to_json(), "muted_until_ms": None}
         raise CommandError(f"unknown action {action!r}: ack, mute or unmute")
+
+    # ------------------------------------------------------------- people
+
+    def erase_person(self, name: str, alias: str) -> None:
+        """Replace ``name`` with ``alias`` in the watch's alerts, mutes and waterings (in its own thread)."""
+        self._tasks.put(lambda: self._erase(name, alias))
+
+    def _erase(self, name: str, alias: str) -> None:
+        for key, alert in list(self.alerts.items()):
+            body = alert.to_json()
+            if mentions(body, name):
+                self.alerts[key] = Alert.from_json(scrub_value(body, name, alias))
+                self.store.save_alert(self.alerts[key])
+        changed = self.store.scrub(name, alias)
+        log.info("watch: a member's name erased from %d stored rows", changed)
+
+    def export_person(self, name: str) -> dict[str, Any]:
+        """What the watch holds about ``name``: alerts they acknowledged, mutes they set."""
+        return {
+            "alerts_acknowledged": [a.to_json() for a in self.store.alerts().values() if a.acked_by == name],
+            "mutes": [{"key": k, "until_ms": u} for k, (u, w) in self.store.mutes().items() if w == name],
+        }
 
     def publish_status(self, now_ms: int) -> None:
         """Retained ``hub/<id>/watch``: what ``garden hub status`` shows of the watch."""

@@ -87,8 +87,9 @@ def _timezone(path: str, name: str) -> str:
     return name
 
 
-def _person(i: int, raw: Any, default_tz: str) -> Person:
-    path = f"people[{i}]"
+def parse_person(i: int | str, raw: Any, default_tz: str) -> Person:
+    """One ``[[people]]`` table (``i`` its index), or a member's record (``i`` the path to name in errors)."""
+    path = f"people[{i}]" if isinstance(i, int) else i
     if not isinstance(raw, Mapping):
         raise ConfigError(path, "must be a table ([[people]])")
     for key in set(raw) - _PERSON_KEYS:
@@ -221,7 +222,7 @@ def load_watch_settings(config_file: Path | None = None, env: Mapping[str, str] 
     people_raw = data.get("people", [])
     if not isinstance(people_raw, list):
         raise ConfigError("people", "must be an array of tables ([[people]])")
-    people = tuple(_person(i, p, tz) for i, p in enumerate(people_raw))
+    people = tuple(parse_person(i, p, tz) for i, p in enumerate(people_raw))
     names = [p.name for p in people]
     for name in names:
         if names.count(name) > 1:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from garden.alerting.lifecycle import Alert
+from garden.commons.scrub import mentions, scrub_text
 from garden.errors import GardenError
 
 _SCHEMA = (
@@ -78,6 +79,23 @@ class WatchStore:
 
     def save_need(self, bed: str, state: str) -> None:
         self._run("INSERT OR REPLACE INTO needs (bed, state) VALUES (?, ?)", (bed, state))
+
+    def scrub(self, name: str, alias: str) -> int:
+        """Replace a person's name everywhere in this store (an erasure); returns the rows changed."""
+        changed = 0
+        for table, key, columns in (("alerts", "key", ("body",)), ("mutes", "key", ("who",)),
+                                    ("waterings", "rowid", ("body",))):  # fmt: skip
+            for row in self._run(f"SELECT {key}, {', '.join(columns)} FROM {table}"):
+                new = [scrub_text(v, name, alias) if isinstance(v, str) and mentions(v, name) else v for v in row[1:]]
+                if new != list(row[1:]):
+                    sets = ", ".join(f"{c} = ?" for c in columns)
+                    self._run(f"UPDATE {table} SET {sets} WHERE {key} = ?", (*new, row[0]))
+                    changed += 1
+        return changed
+
+    def dump(self) -> str:
+        with self._lock:
+            return "\n".join(self._db.iterdump())
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from firmware_bridge.errors import ConfigError
 from garden.settings import HubSettings
@@ -33,7 +34,7 @@ WaitOpt = Annotated[float, typer.Option(min=0.1, max=30.0, help="Seconds to wait
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -44,3 +45,34 @@ def hub_settings(config: Path | None, **overrides: Any) -> HubSettings:
         return load_hub_settings(config, **overrides)
     except ConfigError as err:
         fail(f"config {err}", EXIT_USAGE)
+
+
+def ask_hub(service: str, action: str, body: dict[str, Any], mqtt: str | None, garden: str | None,
+            config: Path | None, *, timeout_s: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """A request to the hub as the current user; on any failure, a clear message and exit 1.
+
+    Fails within a few seconds when the hub is not running (garden/commands.py): nothing
+    is queued to happen later.
+    """
+    from firmware_bridge.errors import BridgeError
+    from firmware_bridge.topics import NAME_RE, Topics
+    from garden.commands import REQUEST_TIMEOUT_S, request
+    from garden.errors import GardenError
+    from garden.node_admin import current_user
+
+    settings = hub_settings(config, mqtt_url=mqtt, garden=garden)
+    try:
+        who = current_user(config)
+    except ConfigError as err:
+        fail(str(err), EXIT_USAGE)
+    if not NAME_RE.fullmatch(who):
+        fail(f"you are {who!r} (GARDEN_USER, or [garden] user): the hub knows people by a name of 1-32 "
+             "letters, digits, '-' or '_', e.g. ana-lopez", EXIT_USAGE)  # fmt: skip
+    topics = Topics(settings.garden)
+    # What answers: the commons has its own status; the watch answers for the hub.
+    status = topics.hub_commons("+") if service == "commons" else topics.hub_status("+")
+    try:
+        return request(settings.broker, topics, service, {"action": action, "who": who, **body},
+                       timeout_s=timeout_s or REQUEST_TIMEOUT_S, status_topic=status)  # fmt: skip
+    except (BridgeError, GardenError) as err:
+        fail(str(err))

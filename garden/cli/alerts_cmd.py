@@ -15,11 +15,21 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from firmware_bridge.errors import BridgeError, ConfigError
+from firmware_bridge.errors import BridgeError
 from firmware_bridge.mqtt_link import read_retained
 from firmware_bridge.topics import NAME_RE, Topics
-from garden.cli._shared import EXIT_USAGE, ConfigOpt, GardenOpt, JsonOpt, MqttOpt, WaitOpt, console, fail, hub_settings
-from garden.errors import GardenError
+from garden.cli._shared import (
+    EXIT_USAGE,
+    ConfigOpt,
+    GardenOpt,
+    JsonOpt,
+    MqttOpt,
+    WaitOpt,
+    ask_hub,
+    console,
+    fail,
+    hub_settings,
+)
 from garden.garden_status import format_age
 
 alerts_app = typer.Typer(help="The garden's alerts: list, show, acknowledge, mute.", no_args_is_help=True)
@@ -122,20 +132,8 @@ def alerts_show(
 
 def _request(action: str, key: str, extra: dict[str, Any], mqtt: str | None, garden: str | None,
              config: Any) -> dict[str, Any]:  # fmt: skip
-    from garden.commands import request
-    from garden.node_admin import current_user
-
     _check_key(key)
-    settings = hub_settings(config, mqtt_url=mqtt, garden=garden)
-    try:
-        who = current_user(config)
-    except ConfigError as err:
-        fail(str(err), EXIT_USAGE)
-    try:
-        return request(settings.broker, Topics(settings.garden), "alerts",
-                       {"action": action, "key": key, "who": who, **extra})  # fmt: skip
-    except (BridgeError, GardenError) as err:
-        fail(str(err))
+    return ask_hub("alerts", action, {"key": key, **extra}, mqtt, garden, config)
 
 
 @alerts_app.command("ack")

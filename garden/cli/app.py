@@ -36,6 +36,7 @@ from garden.cli._shared import (
     hub_settings,
 )
 from garden.cli.alerts_cmd import alerts_app
+from garden.cli.commons_cmd import commons_app, harvest_app, me, member_app, rota_app
 from garden.cli.dashboards_cmd import dashboards_app
 from garden.cli.doctor_cmd import doctor
 from garden.cli.node_cmd import node_app
@@ -262,11 +263,20 @@ def hub_run(
     config: ConfigOpt = None,
     watch: Annotated[
         bool | None,
-        typer.Option("--watch/--no-watch", help="Run the watch (watering needs, alerts); default: [watch] enabled."),
+        typer.Option(
+            "--watch/--no-watch",
+            help="Run the watch (watering needs, alerts); default: the watch's enabled setting in garden.toml.",
+        ),
     ] = None,
+    commons: Annotated[
+        bool,
+        typer.Option("--commons/--no-commons", help="Run the commons (members, rota, claims, harvest shares)."),
+    ] = True,
     verbose: VerboseOpt = 1,
 ) -> None:
-    """Ingest the garden's MQTT into InfluxDB, durably and in order; watch the beds and raise alerts."""
+    """Ingest the garden's MQTT into InfluxDB, durably and in order; watch the beds; keep the commons."""
+    from garden.commons.service import Commons
+    from garden.commons.settings import load_commons_settings
     from garden.hub import Hub
     from garden.watch import Watcher
     from garden.watch_settings import load_watch_settings
@@ -275,30 +285,52 @@ def hub_run(
     settings = hub_settings(config, mqtt_url=mqtt, influx_url=influx, garden=garden)
     try:
         watch_settings = load_watch_settings(config)
+        commons_settings = load_commons_settings(config)
     except ConfigError as err:
         fail(f"config {err}", EXIT_USAGE)
     watcher: Watcher | None = None
+    keeper: Commons | None = None
     try:
         hub = Hub(settings)
+        if commons:
+            keeper = Commons(settings, commons_settings, watch_settings)
         if watch if watch is not None else watch_settings.enabled:
-            watcher = Watcher(settings, watch_settings)
+            watcher = Watcher(
+                settings,
+                watch_settings,
+                on_duty=keeper.on_duty if keeper is not None else None,
+                members=keeper.people if keeper is not None else None,
+            )
+            if keeper is not None:
+                keeper.dispatcher = watcher.dispatcher
+                keeper.erase_hooks.append(watcher.erase_person)
+                keeper.export_hooks.append(watcher.export_person)
+        elif keeper is not None:  # share notices still go out
+            from garden.watch import build_dispatcher
+
+            keeper.dispatcher = build_dispatcher(watch_settings)
+            keeper.owns_dispatcher = True
+        if keeper is not None and (others := keeper.other_hubs()):
+            fail(f"the commons of garden {settings.garden} already runs on hub {', '.join(others)}: "
+                 "one hub keeps it (run this one with --no-commons)")  # fmt: skip
     except (BridgeError, GardenError) as err:
         fail(str(err))
-    watch_thread = None
-    if watcher is not None:
-        watch_thread = threading.Thread(target=watcher.run, name="watch", daemon=True)
-        watch_thread.start()
+    threads = []
+    for name, part in (("watch", watcher), ("commons", keeper)):
+        if part is not None:
+            threads.append((part, threading.Thread(target=part.run, name=name, daemon=True)))
+            threads[-1][1].start()
 
     def stop() -> None:
         hub.request_stop()
-        if watcher is not None:
-            watcher.request_stop()
+        for part, _ in threads:
+            part.request_stop()
 
     _on_signals(stop)
     hub.run()
-    if watcher is not None and watch_thread is not None:
-        watcher.request_stop()
-        watch_thread.join(10.0)
+    for part, thread in threads:
+        part.request_stop()
+        thread.join(10.0)
 
 
 @hub_app.command("init")
@@ -471,6 +503,11 @@ app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(water_app, name="water")
 app.add_typer(beds_app, name="beds")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(member_app, name="member")
+app.add_typer(rota_app, name="rota")
+app.add_typer(harvest_app, name="harvest")
+app.command()(me)
+app.add_typer(commons_app, name="commons")
 
 
 def _demo_configs(settings: BridgeSettings, node_ids: list[str]) -> None:

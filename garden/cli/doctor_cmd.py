@@ -27,7 +27,7 @@ def doctor(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the broker, InfluxDB, Grafana, the clocks and the alerts' config; print the fix for each failure.
+    """Check the broker, InfluxDB, Grafana, the clocks, the alerts' config and the hub; print the fix for each failure.
 
     Exits 1 when a check fails. Warnings (no readings yet, an old newest reading) do not fail.
     """
@@ -52,7 +52,14 @@ def doctor(
         watch = load_watch_settings(config)
     except ConfigError as err:
         watch = err
-    checks = run_checks(settings, target, watch=watch)
+    from garden.commons.settings import CommonsSettings, load_commons_settings
+
+    commons: CommonsSettings | ConfigError
+    try:
+        commons = load_commons_settings(config)
+    except ConfigError as err:
+        commons = err
+    checks = run_checks(settings, target, watch=watch, commons=commons)
     failed = any(c.failed for c in checks)
     if as_json:
         body = {"garden": settings.garden, "ok": not failed, "checks": [c.to_json() for c in checks]}

@@ -21,6 +21,7 @@ from garden.cli._shared import (
     JsonOpt,
     MqttOpt,
     WaitOpt,
+    ask_hub,
     console,
     fail,
     hub_settings,
@@ -380,3 +381,30 @@ def node_retire(
 
     _edit(node, lambda c: edit_retire(c, node, not undo), mqtt=mqtt, garden=garden, wait=wait, config=config,
           new=False, as_json=as_json)  # fmt: skip
+
+
+@node_app.command("maintained")
+def node_maintained(
+    node: Annotated[str, typer.Argument(help="The node's id.")],
+    what: Annotated[str, typer.Option("--what", help="battery, probe, cable, enclosure, firmware, cleaned or other.")],
+    note: Annotated[str | None, typer.Option(help="A few words, e.g. 'new 18650 cell'.")] = None,
+    mqtt: MqttOpt = None,
+    garden: GardenOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Log maintenance you did on a node (a battery swap, a cleaned probe): it counts as a contribution."""
+    from garden.commons.service import MAINTENANCE
+
+    if not NAME_RE.fullmatch(node):
+        fail(f"node {node!r}: 1-32 letters, digits, '-' or '_'", EXIT_USAGE)
+    if what not in MAINTENANCE:
+        fail(f"--what {what!r}: one of {', '.join(MAINTENANCE)}", EXIT_USAGE)
+    body: dict[str, Any] = {"node": node, "what": what}
+    if note:
+        body["note"] = note
+    result = ask_hub("commons", "node.maintained", body, mqtt, garden, config)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(f"Logged: {what} on {node}. Thank you!")

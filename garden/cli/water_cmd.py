@@ -13,7 +13,18 @@ from rich.text import Text
 
 from firmware_bridge.errors import BridgeError, ConfigError
 from firmware_bridge.topics import NAME_RE, Topics
-from garden.cli._shared import EXIT_USAGE, ConfigOpt, GardenOpt, JsonOpt, MqttOpt, WaitOpt, console, fail, hub_settings
+from garden.cli._shared import (
+    EXIT_USAGE,
+    ConfigOpt,
+    GardenOpt,
+    JsonOpt,
+    MqttOpt,
+    WaitOpt,
+    ask_hub,
+    console,
+    fail,
+    hub_settings,
+)
 from garden.errors import GardenError
 from garden.garden_status import format_age, natural_key
 
@@ -77,7 +88,7 @@ def water_needs(
         info = beds[bed]
         need = dict(info.need or {})
         rows.append({"bed": bed, "nodes": list(info.nodes), "profile": info.profile is not None,
-                     "problem": info.problem, **need})  # fmt: skip
+                     "problem": info.problem, **need, "claim": dict(info.claim) if info.claim else None})  # fmt: skip
     if as_json:
         print(json.dumps({"beds": rows, "now_ms": now_ms}))
         return
@@ -85,7 +96,7 @@ def water_needs(
         console.print("No beds yet: assign a node with `garden node assign <node> <bed>`.")
         return
     table = Table(title="Watering needs")
-    for column in ("bed", "crops", "need", "VWC", "trigger", "water in", "watered", "as of"):
+    for column in ("bed", "crops", "need", "VWC", "trigger", "water in", "watered", "taken by", "as of"):
         table.add_column(column, justify="right" if column in ("VWC", "trigger") else "left")
     for row in rows:
         state = row.get("state", "unknown")
@@ -94,8 +105,10 @@ def water_needs(
         trigger = f"{row['trigger_vwc']:.1f}%" if isinstance(row.get("trigger_vwc"), int | float) else ""
         note = row.get("problem") or row.get("note") or ""
         age = f"{format_age(now_ms - row['ts'])} ago" if isinstance(row.get("ts"), int) else "no word from the hub"
+        claim = row.get("claim") or {}
+        taken = f"{claim['who']}{' (done)' if claim.get('status') == 'done' else ''}" if claim.get("who") else ""
         table.add_row(row["bed"], ", ".join(row.get("crops") or []), label, vwc, trigger,
-                      _hours(row) or note, _last_watering(row, now_ms), age)  # fmt: skip
+                      _hours(row) or note, _last_watering(row, now_ms), taken, age)  # fmt: skip
     console.print(table)
     if any((row.get("forecast_trigger") or {}).get("method") == "insufficient" for row in rows):
         console.print("[dim]no estimate yet: a forecast needs 3 h of drydown since the last watering[/dim]")
@@ -264,3 +277,103 @@ def beds_set(
         print(json.dumps(event))
     else:
         console.print(event["text"], highlight=False)
+
+
+# -------------------------------------------------------------------- claims
+
+
+@water_app.command("claim")
+def water_claim(
+    bed: BedArg,
+    duration: Annotated[
+        str | None, typer.Option("--for", help="How long you need: 30m, 2h (default from config).")
+    ] = None,
+    mqtt: MqttOpt = None,
+    garden: GardenOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """ "I'll go": claim a bed to water, so nobody else goes. It lapses if no watering is seen."""
+    from garden.readings import parse_duration
+
+    _check_bed(bed)
+    body: dict[str, Any] = {"bed": bed}
+    if duration:
+        try:
+            body["for_s"] = parse_duration(duration)
+        except ValueError as err:
+            fail(f"--for {duration!r}: {err}", EXIT_USAGE)
+        if not 60 <= body["for_s"] <= 86_400:
+            fail(f"--for {duration!r}: a claim lasts 1 minute to 24 hours", EXIT_USAGE)
+    result = ask_hub("commons", "water.claim", body, mqtt, garden, config)
+    if as_json:
+        print(json.dumps(result))
+        return
+    claim = result["claim"]
+    until = time.strftime("%a %H:%M %Z", time.localtime(claim["expires_ms"] / 1000))
+    verb = "Still yours" if result.get("renewed") else "Yours"
+    console.print(f"{verb}: {bed}, until {until}. Then: garden water done {bed} [--litres N]")
+
+
+@water_app.command("done")
+def water_done(
+    bed: BedArg,
+    litres: Annotated[float | None, typer.Option(min=0.1, max=10_000, help="How much water you gave.")] = None,
+    mqtt: MqttOpt = None,
+    garden: GardenOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Log a watering you did. The bed's moisture rise confirms it (or it is flagged)."""
+    _check_bed(bed)
+    body: dict[str, Any] = {"bed": bed}
+    if litres is not None:
+        body["litres"] = litres
+    result = ask_hub("commons", "water.done", body, mqtt, garden, config)
+    if as_json:
+        print(json.dumps(result))
+        return
+    confirm = result.get("confirm")
+    tail = "no probe in this bed, so it counts as logged." if confirm == "no probe" else (
+        f"waiting for the moisture to rise ({confirm}).")  # fmt: skip
+    console.print(f"Thanks! Watering of {bed} logged; {tail}")
+
+
+@water_app.command("release")
+def water_release(bed: BedArg, mqtt: MqttOpt = None, garden: GardenOpt = None, config: ConfigOpt = None,
+                  as_json: JsonOpt = False) -> None:  # fmt: skip
+    """Give up your claim on a bed: someone else can go."""
+    _check_bed(bed)
+    result = ask_hub("commons", "water.release", {"bed": bed}, mqtt, garden, config)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print(f"Released {bed}: it is free for someone else.")
+
+
+@water_app.command("claims")
+def water_claims(mqtt: MqttOpt = None, garden: GardenOpt = None, config: ConfigOpt = None,
+                 as_json: JsonOpt = False) -> None:  # fmt: skip
+    """Who is watering what: open claims, and the last day's confirmed, lapsed and flagged ones."""
+    result = ask_hub("commons", "water.claims", {}, mqtt, garden, config)
+    if as_json:
+        print(json.dumps(result))
+        return
+    duty = ", ".join(result.get("on_duty") or [])
+    if duty:
+        console.print(f"On duty today: {duty}")
+    claims = result.get("claims", [])
+    if not claims:
+        console.print("No claims in the last day.")
+        return
+    table = Table(title="Watering claims")
+    for column in ("bed", "who", "status", "claimed", "until", "litres", "rise"):
+        table.add_column(column)
+    for c in claims:
+        claimed = time.strftime("%a %H:%M", time.localtime(c["claimed_ms"] / 1000))
+        until = time.strftime("%a %H:%M", time.localtime(c["expires_ms"] / 1000))
+        litres = f"{c['litres']:g}" if c.get("litres") else ""
+        table.add_row(
+            c["bed"], c["who"], c["status"], claimed, until, litres, f"{c['mm']:.0f} mm" if c.get("mm") else ""
+        )
+    console.print(table)

@@ -679,6 +679,11 @@ PUBLISH_RULES = [
     ("volunteer", "garden/demo/bed/bed-1/config", True),
     ("volunteer", "garden/demo/cmd/alerts", True),
     ("volunteer", "garden/demo/event/config", True),
+    # the commons: the hub publishes its state, volunteers only ask (cmd/commons)
+    ("hub", "garden/demo/commons/claim/bed-1", True),
+    ("volunteer", "garden/demo/commons/claim/bed-1", False),
+    ("volunteer", "garden/demo/cmd/commons", True),
+    ("shed", "garden/demo/commons/claim/bed-1", False),
     ("volunteer", "garden/demo/event/watering", False),
     ("volunteer", "garden/demo/bed/bed-1/need", False),
     ("volunteer", "garden/demo/reply/cli-1a2b", False),
@@ -719,9 +724,23 @@ READ_RULES = [
     ("hub", "garden/r16/bed/+/config", "garden/r16/bed/bed-1/config", "volunteer", True),
     ("hub", "garden/r17/cmd/#", "garden/r17/cmd/alerts", "volunteer", True),
     ("volunteer", "garden/r18/bed/+/need", "garden/r18/bed/bed-1/need", "hub", True),
-    ("volunteer", "garden/r19/reply/#", "garden/r19/reply/cli-1a2b", "hub", True),
+    ("volunteer", "garden/r24/hub/+/commons", "garden/r24/hub/hub/commons", "hub", True),
     ("shed", "garden/r20/cmd/#", "garden/r20/cmd/alerts", "volunteer", False),
+    ("volunteer", "garden/r21/commons/#", "garden/r21/commons/share/s1", "hub", True),
+    ("hub", "garden/r22/cmd/commons", "garden/r22/cmd/commons", "volunteer", True),
+    ("shed", "garden/r23/commons/#", "garden/r23/commons/claim/bed-1", "hub", False),
 ]
+
+
+def test_acl_each_cli_reads_only_its_own_answers(clients: Any) -> None:
+    """Answers may hold a member's own contact details: a volunteer's client reads its own reply topic only."""
+    mine = clients("volunteer", client_id="cli-1a2b")
+    other = clients("volunteer", client_id="cli-9f9f")
+    for receiver in (mine, other):
+        receiver.subscribe("garden/r19/reply/#")
+    assert clients("hub").publish("garden/r19/reply/cli-1a2b", b"{}") < 0x80
+    assert mine.received(0.4, stop_after=1)
+    assert not other.received(0.4, stop_after=1)
 
 
 @pytest.mark.parametrize(("reader", "subscription", "topic", "publisher", "allowed"), READ_RULES)

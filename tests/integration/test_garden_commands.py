@@ -380,8 +380,9 @@ def test_doctor_all_good(running_broker: Broker, seeded: Influxd, garden: str) -
     assert {name: c["state"] for name, c in checks.items()} == {
         "broker": "ok", "broker auth": "ok", "influxdb": "ok", "influxdb auth": "ok", "database": "ok",
         "write path": "ok", "grafana": "skip", "clock vs InfluxDB": "ok", "newest reading": "ok",
-        "watch config": "ok", "latitude": "warn", "notifications": "warn",
+        "watch config": "ok", "latitude": "warn", "notifications": "warn", "commons config": "ok", "hub": "warn",
     }  # fmt: skip
+    assert "garden hub run" in checks["hub"]["fix"]
     assert "1.6" in checks["influxdb"]["detail"]
     assert checks["write path"]["detail"].startswith("v1 (/write)")
 

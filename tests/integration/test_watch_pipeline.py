@@ -326,8 +326,8 @@ def test_a_lost_node_is_alerted_and_volunteers_ack_and_mute_it_through_the_hub(
     start = time.monotonic()
     down = garden_cli(running_broker, garden, "alerts", "ack", "node/far-1")
     elapsed = time.monotonic() - start
-    assert down.returncode == 1 and "the hub did not answer" in down.stderr
-    assert elapsed < 10.0  # the 4 s answer timeout plus the interpreter's start, never a hang
+    assert down.returncode == 1 and "the hub is unreachable" in down.stderr
+    assert elapsed < 10.0  # the 3 s answer timeout plus the interpreter's start, never a hang
     rows = database.query(
         'SELECT "who" FROM "alert" WHERE "subject" = $s AND "state" = $st', {"s": "far-1", "st": "acked"}
     )

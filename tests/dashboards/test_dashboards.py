@@ -14,6 +14,10 @@ every value of the dashboard's variable, over the whole three days and over the
 last six hours, and its answer is compared with what the simulated garden
 actually sent: one series per bed, tank, node or port as the panel groups them,
 the right columns, and values recomputed here from the data.
+
+The Commons board (commons.json) is checked the same way, against data the
+hub's commons writes itself, in test_commons_dashboard.py; its model is
+checked here with the others.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ DATASOURCE_V1_EXAMPLE = DASHBOARDS / "provisioning" / "datasources" / "garden-in
 PROVIDER_YAML = DASHBOARDS / "provisioning" / "dashboards" / "garden.yaml"
 DS_UID = "garden-influx"
 DATABASE = "garden"
+# Boards about the commons are proven against the hub's commons' own data, not
+# the sensor seed here: test_commons_dashboard.py.
+COMMONS_BOARDS = frozenset({"commons.json"})
 HOUR_MS = 3_600_000
 
 try:  # PyYAML is not a project dependency; the strict subset reader stands in
@@ -63,6 +70,11 @@ def load_yaml(path: Path) -> Any:
 
 def load_dashboards() -> dict[str, dict[str, Any]]:
     return {path.name: json.loads(path.read_text()) for path in DASHBOARD_FILES}
+
+
+def sensor_dashboards() -> dict[str, dict[str, Any]]:
+    """The boards whose answers are checked against the sensor seed below."""
+    return {name: d for name, d in load_dashboards().items() if name not in COMMONS_BOARDS}
 
 
 def datasource_min_interval() -> str | None:
@@ -163,12 +175,13 @@ PANEL_TYPES = {"timeseries", "stat", "bargauge", "table", "row", "text", "gauge"
 UID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
 
-def test_four_dashboards_with_unique_uids_and_titles() -> None:
+def test_five_dashboards_with_unique_uids_and_titles() -> None:
     dashboards = load_dashboards()
-    assert len(dashboards) == 4
+    assert len(dashboards) == 5
+    assert set(dashboards) >= COMMONS_BOARDS
     uids = [d["uid"] for d in dashboards.values()]
     titles = [d["title"] for d in dashboards.values()]
-    assert len(set(uids)) == 4 and len(set(titles)) == 4
+    assert len(set(uids)) == 5 and len(set(titles)) == 5
     assert all(UID_RE.match(uid) for uid in uids)
 
 
@@ -814,11 +827,11 @@ def _rejects_over_time(series: Sequence[Series], case: Case) -> None:
 
 
 def panel_cases() -> list[tuple[str, int]]:
-    return [(name, p["id"]) for name, d in load_dashboards().items() for p in walk_panels(d) if p["type"] != "row"]
+    return [(name, p["id"]) for name, d in sensor_dashboards().items() for p in walk_panels(d) if p["type"] != "row"]
 
 
 def test_every_panel_has_an_expected_answer() -> None:
-    panels = {(d["uid"], p["title"]) for d in load_dashboards().values() for p in walk_panels(d)}
+    panels = {(d["uid"], p["title"]) for d in sensor_dashboards().values() for p in walk_panels(d)}
     assert panels == set(EXPECT), f"no expectation for {panels - set(EXPECT)}; stale: {set(EXPECT) - panels}"
 
 
@@ -853,7 +866,7 @@ def test_panel_query_answers(seeded: Seeded, name: str, panel_id: int) -> None:
 def annotation_cases() -> list[tuple[str, str]]:
     return [
         (name, a["name"])
-        for name, d in load_dashboards().items()
+        for name, d in sensor_dashboards().items()
         for a in d["annotations"]["list"]
         if not a.get("builtIn")
     ]

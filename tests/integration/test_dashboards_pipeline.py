@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from firmware_bridge.simulator.node import Faults
 from garden.influx import Influx
 from tests.dashboards import grafana_queries as gq
-from tests.dashboards.test_dashboards import datasource_min_interval, load_dashboards, walk_panels
+from tests.dashboards.test_dashboards import datasource_min_interval, sensor_dashboards, walk_panels
 
 from .conftest import COUNTS, Broker, wait_for
 from .test_bridge_pipeline import SimThread, start_bridge
@@ -106,7 +106,7 @@ def test_dashboards_answer_from_the_live_pipeline(
     rng = gq.TimeRange(start_ms - 60_000, time.time_ns() // 1_000_000 + 60_000)
     min_interval = datasource_min_interval()
     answered, empty_by_design, missing = 0, [], []
-    for name, dashboard in load_dashboards().items():
+    for name, dashboard in sensor_dashboards().items():  # the commons board: tests/dashboards/test_commons_dashboard.py
         variables = {}
         for model in dashboard["templating"]["list"]:
             ctx = gq.Context(rng, gq.interval_to_ms("5m"))

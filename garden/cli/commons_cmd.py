@@ -175,6 +175,9 @@ def member_erase(
         console.print(f"Erased {name}: now {result.get('alias')} in {result.get('rows')} hub rows, "
                       f"{result.get('influx_points')} InfluxDB points, "
                       f"{result.get('retained')} retained messages.")  # fmt: skip
+        if result.get("influx_pending"):
+            console.print("InfluxDB did not answer: the hub tries again every 30 s while it runs "
+                          "(`garden hub status`; if the hub restarts first, run the erasure again).")  # fmt: skip
 
 
 # ---------------------------------------------------------------- rota

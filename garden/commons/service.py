@@ -66,6 +66,7 @@ DAY_MS = 24 * HOUR_MS
 CLAIM_LEAD_MS = HOUR_MS
 MAX_CLAIM_S = 24 * 3600
 ERASE_AGAIN_S = 15.0  # a second pass catches an event that was on its way to InfluxDB
+ERASE_RETRY_S = 30.0  # while InfluxDB is down
 NAMED_MEASUREMENTS = ("event", "alert", "water_claim", "harvest", "harvest_share", "contribution", "rota")
 CONTRIBUTION_KINDS = ("watering", "claim_honoured", "node_maintained", "harvest_shared", "share_picked_up")
 MAINTENANCE = ("battery", "probe", "cable", "enclosure", "firmware", "cleaned", "other")
@@ -137,7 +138,10 @@ class Commons:
         self._next_flush = 0.0
         self._flush_backoff = 1.0
         self._influx_down = False
-        self._erase_again: list[tuple[float, str, str]] = []
+        # Erasures still to be done in InfluxDB: (when, name, alias, failed so far). Held in
+        # memory only: a name is kept nowhere on disk once it is erased.
+        self._erase_again: list[tuple[float, str, str, bool]] = []
+        self.erase_retry_s = ERASE_RETRY_S
         self._refresh()
         self._client = client_for(settings.broker, f"garden-commons-{settings.garden}-{settings.hub_id}")
         self._status_topic = self.topics.hub_commons(settings.hub_id)
@@ -476,15 +480,18 @@ class Commons:
         )
         self._refresh()
         # InfluxDB, the retained messages and the watch are not in this transaction:
-        # they are done after it, and InfluxDB once more a little later.
-        self._erase_again.append((time.monotonic() + ERASE_AGAIN_S, name, alias))
+        # they are done after it, and InfluxDB once more a little later (or, while it
+        # is down, every ERASE_RETRY_S until it answers, then once more).
         points = self._erase_influx(name, alias)
+        wait = ERASE_AGAIN_S if points is not None else self.erase_retry_s
+        self._erase_again.append((time.monotonic() + wait, name, alias, points is None))
         retained = self._erase_retained(name, alias)
         for hook in self.erase_hooks:
             hook(name, alias)
         self.counters["erasures"] += 1
-        log.info("erased a member: %d rows, %d InfluxDB points, %d retained messages", rows, points, retained)
-        return {"alias": alias, "rows": rows, "influx_points": points, "retained": retained}, publish
+        log.info("erased a member: %d rows, %s InfluxDB points, %d retained messages", rows, points, retained)
+        return {"alias": alias, "rows": rows, "influx_points": points or 0, "influx_pending": points is None,
+                "retained": retained}, publish  # fmt: skip
 
     def _erase_rows(self, name: str, alias: str) -> int:
         changed = 0
@@ -504,8 +511,10 @@ class Commons:
                     changed += 1
         return changed
 
-    def _erase_influx(self, name: str, alias: str) -> int:
-        """Rewrite every point that names ``name`` (same series and time: InfluxDB overwrites the fields)."""
+    def _erase_influx(self, name: str, alias: str) -> int | None:
+        """Rewrite every point that names ``name`` (same series and time: InfluxDB overwrites the fields).
+
+        Returns how many, or None when InfluxDB could not be reached or refused."""
         rewritten = 0
         try:
             for measurement in NAMED_MEASUREMENTS:
@@ -526,7 +535,8 @@ class Commons:
                 self.influx.write_lines(lines)
                 rewritten += len(lines)
         except InfluxError as err:
-            log.error("erasure: InfluxDB: %s (tried again in %gs)", err, ERASE_AGAIN_S)
+            log.error("erasure: InfluxDB: %s (tried again in %gs)", err, self.erase_retry_s)
+            return None
         return rewritten
 
     def _erase_retained(self, name: str, alias: str) -> int:
@@ -1042,9 +1052,15 @@ class Commons:
                 publish += self._mirror_rota(now_ms)
         for topic, state in publish:
             self._client.publish(topic, compact_json(state) if state else b"", qos=1, retain=True)
-        while self._erase_again and self._erase_again[0][0] <= time.monotonic():
-            _, name, alias = self._erase_again.pop(0)
-            self._erase_influx(name, alias)
+        now = time.monotonic()
+        due = [e for e in self._erase_again if e[0] <= now]
+        self._erase_again = [e for e in self._erase_again if e[0] > now]
+        for _, name, alias, failed in due:
+            done = self._erase_influx(name, alias)
+            if done is None:
+                self._erase_again.append((now + self.erase_retry_s, name, alias, True))
+            elif failed:  # InfluxDB is back: once more, for the ingest's spooled points
+                self._erase_again.append((now + ERASE_AGAIN_S, name, alias, False))
 
     def _allocate(self, share: dict[str, Any], now_ms: int) -> list[Any]:
         since = now_ms - self.rules.contribution_days * DAY_MS

@@ -353,3 +353,36 @@ def test_doctor_sees_the_hub_answer_and_a_rota_nobody_can_be_told_of(
     assert checks["hub"]["state"] == "ok" and checks["hub"]["detail"] == "answers; 2 members"
     assert checks["rota"]["state"] == "warn" and checks["rota"]["detail"].endswith(": ben")
     assert checks["rota"]["fix"].startswith("garden member add ben --email")
+
+
+def test_an_erasure_while_influxdb_is_down_is_finished_when_it_is_back(
+    running_broker: Broker, running_influxd: Influxd, database: Influx, garden: str, tmp_path: Path
+) -> None:
+    """The commons in this process (its MQTT client is not started), against the real InfluxDB."""
+    from garden.commons.service import Commons
+    from garden.commons.settings import parse_commons
+    from garden.influx import InfluxSettings
+    from garden.settings import HubSettings
+    from garden.watch_settings import WatchSettings
+
+    from .conftest import free_port
+
+    settings = HubSettings(garden=garden, data_dir=tmp_path, broker=parse_broker_url(running_broker.url),
+                           influx=InfluxSettings(url=running_influxd.url, database=garden))  # fmt: skip
+    c = Commons(settings, parse_commons({}), WatchSettings())
+    now = time.time_ns() // 1_000_000
+    c.command({"who": "zenobia", "action": "member.add", "name": "zenobia"}, now)
+    c.command({"who": "zenobia", "action": "harvest.log", "bed": "bed-1", "crop": "kale", "quantity": "1kg"}, now)
+    c.flush()
+    assert _mentioned(database, "zenobia")
+    real = c.influx
+    c.influx = Influx(InfluxSettings(url=f"http://127.0.0.1:{free_port()}", database=garden))  # down
+    c.erase_retry_s = 0.2
+    result = c.command({"who": "ana", "action": "member.erase", "name": "zenobia"}, now + 1000)
+    assert result["influx_pending"] and result["influx_points"] == 0 and _mentioned(database, "zenobia")
+    c.tick(now + 2000)
+    c.influx = real  # back
+    wait_for(lambda: (c.tick(now + 3000), not _mentioned(database, "zenobia"))[1], 10, "the erasure to finish")
+    c.flush()  # the erasure's own event
+    assert not _mentioned(database, "zenobia") and "zenobia" not in c.store.dump()
+    c.store.close()

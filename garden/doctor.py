@@ -350,7 +350,11 @@ def check_commons(
     told = [m for m in members if m.get("reachable") and m.get("source") == "hub"]
     for i, c in enumerate(earlier):
         if c.name == "notifications" and c.state == WARN and told:  # members count as people to tell
-            earlier[i] = Check("notifications", OK, f"{len(told)} members can be told (garden member list)")
+            earlier[i] = Check(
+                "notifications",
+                OK,
+                f"{len(told)} member{'s' if len(told) != 1 else ''} can be told (garden member list)",
+            )
     if not commons.rota.empty:
         reachable = {m["name"] for m in members if m.get("reachable")}
         if not isinstance(watch, ConfigError) and watch is not None:

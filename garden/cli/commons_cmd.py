@@ -47,6 +47,11 @@ def when(ms: Any) -> str:
     return dt.datetime.fromtimestamp(ms / 1000).astimezone().strftime("%a %d %b %H:%M %Z")
 
 
+def say(text: str) -> None:
+    """A line with volunteers' own words in it (a pickup place, a note): printed as is, never as markup."""
+    console.print(text, markup=False, highlight=False)
+
+
 def emit(result: dict[str, Any], as_json: bool) -> bool:
     """Print ``result`` as JSON when asked; True when done."""
     if as_json:
@@ -116,7 +121,7 @@ def member_show(name: NameArg, mqtt: MqttOpt = None, garden: GardenOpt = None, c
     console.print(f"[bold]{m.get('name')}[/bold], member since {when(m.get('joined_ms'))}", highlight=False)
     for key in ("email", "ntfy", "webhook", "quiet_hours", "timezone"):
         if m.get(key):
-            console.print(f"  {key}: {m[key]}", highlight=False)
+            say(f"  {key}: {m[key]}")
     console.print(f"  beds: {', '.join(m.get('beds') or []) or 'all'}; share notices: "
                   f"{'yes' if m.get('notify_shares') else 'no'}; in the rota: "
                   f"{'yes' if result.get('in_rota') else 'no'}")  # fmt: skip
@@ -200,7 +205,7 @@ def rota_show(
     if emit(result, as_json):
         return
     if not result.get("configured"):
-        console.print("This garden keeps no rota: add [commons.rota] to the hub's config (docs/commons.md).")
+        say("This garden keeps no rota: add [commons.rota] to the hub's config (docs/commons.md).")
         return
     table = Table(title="Watering rota")
     table.add_column("day")
@@ -313,10 +318,10 @@ def harvest_claim(
     result = commons("harvest.claim", {"share": share, "quantity": quantity}, mqtt, garden, config)
     if emit(result, as_json):
         return
-    console.print(str(result.get("message", "")), highlight=False)
+    say(str(result.get("message", "")))
     where = " at ".join(x for x in (result.get("pickup"), result.get("place")) if x)
     if result.get("status") == "granted" and where:
-        console.print(f"Pick it up {where}; then: garden harvest collected {result['share']}")
+        say(f"Pick it up {where}; then: garden harvest collected {result['share']}")
 
 
 @harvest_app.command("collected")
@@ -367,7 +372,7 @@ def me(mqtt: MqttOpt = None, garden: GardenOpt = None, config: ConfigOpt = None,
         return
     who = result.get("who")
     duty = " You are on watering duty today." if result.get("on_duty_today") else ""
-    console.print(f"[bold]{who}[/bold]{'' if result.get('member') else ' (not a member yet)'}.{duty}")
+    console.print(f"Your record, [bold]{who}[/bold]{'' if result.get('member') else ' (not a member yet)'}.{duty}")
     counts = result.get("contributions") or {}
     if counts:
         table = Table(title="Your contributions")
@@ -381,8 +386,8 @@ def me(mqtt: MqttOpt = None, garden: GardenOpt = None, config: ConfigOpt = None,
     for c in result.get("claims", []):
         console.print(f"Your claim: {c['bed']} ({c['status']}, until {when(c['expires_ms'])})")
     for s in result.get("share_claims", []):
-        console.print(f"From share s{s['share_id']} ({s['crop']}): {s['status']}"
-                      + (f", pick up {s['pickup']}" if s.get("pickup") else ""))  # fmt: skip
+        say(f"From share s{s['share_id']} ({s['crop']}): {s['status']}"
+            + (f", pick up {s['pickup']}" if s.get("pickup") else ""))  # fmt: skip
 
 
 @commons_app.command("totals")

@@ -247,7 +247,7 @@ class Watcher:
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
-        client = client_for(s.broker, f"garden-watch-{s.garden}-{s.hub_id}")
+        client = client_for(s.broker, f"garden-watch-{s.garden}-{s.hub_id}", nodelay=True)
         client.reconnect_delay_set(min_delay=1, max_delay=8)
         client.on_connect = self._on_connect
         client.on_message = self._on_message

@@ -143,7 +143,7 @@ class Commons:
         self._erase_again: list[tuple[float, str, str, bool]] = []
         self.erase_retry_s = ERASE_RETRY_S
         self._refresh()
-        self._client = client_for(settings.broker, f"garden-commons-{settings.garden}-{settings.hub_id}")
+        self._client = client_for(settings.broker, f"garden-commons-{settings.garden}-{settings.hub_id}", nodelay=True)
         self._status_topic = self.topics.hub_commons(settings.hub_id)
         # Volunteers' CLIs read this before asking: with the commons down, they fail at once.
         self._client.will_set(self._status_topic, self._status("offline"), qos=1, retain=True)
@@ -813,18 +813,24 @@ class Commons:
                              (share_id,))  # fmt: skip
         return int(row["g"]) if row else 0
 
-    def _share_state(self, share: dict[str, Any]) -> dict[str, Any]:
-        granted = self._granted(share["id"])
-        claims = self.store.rows("SELECT who, asked, granted, status FROM share_claims WHERE share_id = ? ORDER BY id",
-                                 (share["id"],))  # fmt: skip
-        return {
+    def _share_state(self, share: dict[str, Any], *, claims: bool = False) -> dict[str, Any]:
+        """A share as the CLI and the retained message show it; with each claim only when asked
+        (the retained message stays small however many claim, and names no claimant)."""
+        row = self.store.one("SELECT COALESCE(SUM(granted), 0) AS g, COUNT(*) AS n FROM share_claims "
+                             "WHERE share_id = ?", (share["id"],))  # fmt: skip
+        granted, count = (int(row["g"]), int(row["n"])) if row else (0, 0)
+        state = {
             "id": f"s{share['id']}", "bed": share["bed"], "crop": share["crop"], "unit": share["unit"],
             "offered": share["offered"], "remaining": share["offered"] - granted, "who": share["who"],
             "offered_text": format_amount(share["offered"], share["unit"]),
             "remaining_text": format_amount(share["offered"] - granted, share["unit"]),
             "pickup": share["pickup"], "place": share["place"], "ts": share["ts"], "expires_ms": share["expires_ms"],
-            "allocate_ms": share["allocate_ms"], "status": share["status"], "claims": claims,
+            "allocate_ms": share["allocate_ms"], "status": share["status"], "claim_count": count,
         }  # fmt: skip
+        if claims:
+            state["claims"] = self.store.rows("SELECT who, asked, granted, status FROM share_claims "
+                                              "WHERE share_id = ? ORDER BY id", (share["id"],))  # fmt: skip
+        return state
 
     def _share_point(self, share: dict[str, Any], ts: int) -> None:
         state = self._share_state(share)
@@ -834,7 +840,7 @@ class Commons:
             "remaining": state["remaining"] / scale, "unit": "kg" if share["unit"] == "g" else "pcs",
             "text": f"{state['offered_text']} of {share['crop']} from {share['bed']}"
                     f"{_where(share['pickup'], share['place'])}",
-            "expires_ms": int(share["expires_ms"]), "claims": len(state["claims"]),
+            "expires_ms": int(share["expires_ms"]), "claims": state["claim_count"],
         }  # fmt: skip
         tags = {"bed": share["bed"], "crop": share["crop"], "share": f"s{share['id']}"}
         self.store.mirror([self._point("harvest_share", tags, fields, ts)])
@@ -937,7 +943,7 @@ class Commons:
             rows = self.store.rows("SELECT * FROM shares ORDER BY id DESC LIMIT 100")
         else:
             rows = self.store.rows("SELECT * FROM shares WHERE status = 'open' ORDER BY id")
-        return {"shares": [self._share_state(r) for r in rows], "rule": self.rules.share_rule}, []
+        return {"shares": [self._share_state(r, claims=True) for r in rows], "rule": self.rules.share_rule}, []
 
     def _harvest_list(self, body: dict[str, Any], who: str, now_ms: int) -> tuple[dict[str, Any], list[Any]]:
         days = _number(body, "days", 1, 3660) or 30

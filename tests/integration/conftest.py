@@ -76,6 +76,7 @@ class Broker:
             "autosave_interval 1\n"
             "max_queued_messages 100000\n"
             "max_inflight_messages 20\n"
+            "set_tcp_nodelay true\n"
             f"log_dest file {workdir}/mosquitto.log\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None

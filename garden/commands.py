@@ -116,7 +116,9 @@ def request(
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = reply_topic
         props.CorrelationData = correlation
-        payload = compact_json({**body, "sent_ms": time.time_ns() // 1_000_000})
+        # timeout_ms: the hub refuses a request that waited longer in its queue, since by then
+        # this command has said it failed.
+        payload = compact_json({**body, "sent_ms": time.time_ns() // 1_000_000, "timeout_ms": int(timeout_s * 1000)})
         client.publish(topics.command(service), payload, qos=1, properties=props)
         if not answered.wait(timeout_s):
             raise HubUnreachable(service, f"no answer within {timeout_s:g} s")
@@ -155,7 +157,10 @@ def serve(
         reply: dict[str, Any] = {"ok": True, "result": apply(json.loads(payload))}
     except caught as err:
         reply = {"ok": False, "error": str(err)[:300]}
-    answer(client, topics, props, reply)
+    try:
+        answer(client, topics, props, reply)
+    except ValueError as err:  # a result JSON cannot hold (NaN): it was applied, so say so
+        answer(client, topics, props, {"ok": True, "result": {"note": f"done; the answer could not be sent: {err}"}})
     return bool(reply["ok"])
 
 

@@ -59,7 +59,7 @@ from garden.notify.dispatch import Dispatcher
 from garden.notify.notice import Notice
 from garden.settings import HubSettings
 from garden.watch_settings import WatchSettings
-from garden.watch_store import WatchStore
+from garden.watch_store import ALERT_PERSON_KEYS, WatchStore
 from garden.watering import fao56
 from garden.watering.bed_profile import BedProfile, WaterParams, parse_bed_profile, water_params
 from garden.watering.detection import detect_waterings, find_rises
@@ -306,7 +306,11 @@ class Watcher:
 
     def step(self) -> None:
         while not self._tasks.empty():
-            self._tasks.get()()
+            try:
+                self._tasks.get()()
+            except Exception:  # one task's failure must not end the watch
+                self.counters["task_errors"] += 1
+                log.exception("watch: a task failed")
         deadline = time.monotonic() + 0.2
         while time.monotonic() < deadline:
             try:
@@ -843,16 +847,25 @@ class Watcher:
 
     # ------------------------------------------------------------- people
 
-    def erase_person(self, name: str, alias: str) -> None:
-        """Replace ``name`` with ``alias`` in the watch's alerts, mutes and waterings (in its own thread)."""
-        self._tasks.put(lambda: self._erase(name, alias))
+    def erase_person(self, name: str, alias: str) -> threading.Event:
+        """Replace ``name`` with ``alias`` in the watch's alerts, mutes and waterings, in its own
+        thread; the event is set once that is done."""
+        done = threading.Event()
+
+        def erase() -> None:
+            try:
+                self._erase(name, alias)
+            finally:
+                done.set()
+
+        self._tasks.put(erase)
+        return done
 
     def _erase(self, name: str, alias: str) -> None:
         for key, alert in list(self.alerts.items()):
             body = alert.to_json()
             if mentions(body, name):
-                self.alerts[key] = Alert.from_json(scrub_value(body, name, alias))
-                self.store.save_alert(self.alerts[key])
+                self.alerts[key] = Alert.from_json(scrub_value(body, name, alias, ALERT_PERSON_KEYS))
         changed = self.store.scrub(name, alias)
         log.info("watch: a member's name erased from %d stored rows", changed)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from garden.alerting.lifecycle import Alert
-from garden.commons.scrub import mentions, scrub_text
+from garden.commons.scrub import mentions, scrub_value
 from garden.errors import GardenError
 
 _SCHEMA = (
@@ -22,6 +22,8 @@ _SCHEMA = (
     "PRIMARY KEY (bed, t_ms))",
     "CREATE TABLE IF NOT EXISTS needs (bed TEXT PRIMARY KEY, state TEXT NOT NULL)",
 )
+# The keys of an alert's JSON that hold a person or their words (an erasure rewrites these only).
+ALERT_PERSON_KEYS = frozenset({"acked_by", "text", "resolution"})
 
 
 class WatchStore:
@@ -81,16 +83,24 @@ class WatchStore:
         self._run("INSERT OR REPLACE INTO needs (bed, state) VALUES (?, ?)", (bed, state))
 
     def scrub(self, name: str, alias: str) -> int:
-        """Replace a person's name everywhere in this store (an erasure); returns the rows changed."""
+        """Replace a person's name in this store (an erasure): who acknowledged, who muted,
+        who watered, and the texts; returns the rows changed."""
         changed = 0
-        for table, key, columns in (("alerts", "key", ("body",)), ("mutes", "key", ("who",)),
-                                    ("waterings", "rowid", ("body",))):  # fmt: skip
-            for row in self._run(f"SELECT {key}, {', '.join(columns)} FROM {table}"):
-                new = [scrub_text(v, name, alias) if isinstance(v, str) and mentions(v, name) else v for v in row[1:]]
-                if new != list(row[1:]):
-                    sets = ", ".join(f"{c} = ?" for c in columns)
-                    self._run(f"UPDATE {table} SET {sets} WHERE {key} = ?", (*new, row[0]))
-                    changed += 1
+        for key, body in self._run("SELECT key, body FROM alerts"):
+            alert = json.loads(body)
+            if mentions(alert, name):
+                new = scrub_value(alert, name, alias, ALERT_PERSON_KEYS)
+                self._run("UPDATE alerts SET body = ? WHERE key = ?", (json.dumps(new), key))
+                changed += 1
+        for (key,) in self._run("SELECT key FROM mutes WHERE who = ?", (name,)):
+            self._run("UPDATE mutes SET who = ? WHERE key = ?", (alias, key))
+            changed += 1
+        for bed, t_ms, body in self._run("SELECT bed, t_ms, body FROM waterings"):
+            watering = json.loads(body)
+            if mentions(watering, name):
+                new = scrub_value(watering, name, alias)
+                self._run("UPDATE waterings SET body = ? WHERE bed = ? AND t_ms = ?", (json.dumps(new), bed, t_ms))
+                changed += 1
         return changed
 
     def dump(self) -> str:

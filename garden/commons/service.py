@@ -21,9 +21,11 @@ maintenance) and each bed's retained need. The design is in docs/commons.md.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import queue
 import re
 import secrets
@@ -45,13 +47,13 @@ from garden.alerting.routing import Person
 from garden.commands import serve, too_old
 from garden.commons.quantity import Quantity, format_amount, parse_quantity
 from garden.commons.rota import Swap, check_swap, on_duty, week
-from garden.commons.scrub import mentions, scrub_text, scrub_value
+from garden.commons.scrub import mentions, scrub_line, scrub_text, scrub_value
 from garden.commons.settings import CommonsSettings
 from garden.commons.shares import Ask, by_weight, first_come
-from garden.commons.store import PERSONAL, CommonsStore
+from garden.commons.store import PERSON_FIELDS, PERSONAL, CommonsStore
 from garden.errors import GardenError
 from garden.hub import wall_ms
-from garden.influx import Influx, InfluxError
+from garden.influx import Influx, InfluxError, InfluxRejected
 from garden.notify.dispatch import Dispatcher
 from garden.notify.notice import Notice
 from garden.points import FieldValue, line
@@ -126,9 +128,13 @@ class Commons:
         self.owns_dispatcher = False  # closed with the commons when it is its own
         self.counters: Counter[str] = Counter()
         self.beds: dict[str, str] = {}  # bed -> its need state, from the watch's retained messages
-        self.erase_hooks: list[Callable[[str, str], None]] = []
+        # Called with (name, alias) after an erasure; may return an Event set once done.
+        self.erase_hooks: list[Callable[[str, str], threading.Event | None]] = []
+        self._after_commit: list[Callable[[], None]] = []  # external effects of the transaction under way
         self.export_hooks: list[Callable[[str], dict[str, Any]]] = []
-        self._inbox: queue.SimpleQueue[mqtt.MQTTMessage] = queue.SimpleQueue()
+        # Each message with when it arrived (monotonic): a request that waited here longer than
+        # its CLI waits for the answer is refused, since its sender was told nothing happened.
+        self._inbox: queue.SimpleQueue[tuple[mqtt.MQTTMessage, float]] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards what the watch's thread reads: swaps and people
         self._swaps: list[Swap] = []
         self._people: tuple[Person, ...] = ()
@@ -149,7 +155,7 @@ class Commons:
         self._client.will_set(self._status_topic, self._status("offline"), qos=1, retain=True)
         self._client.reconnect_delay_set(min_delay=1, max_delay=8)
         self._client.on_connect = self._on_connect
-        self._client.on_message = lambda c, u, m: self._inbox.put(m)
+        self._client.on_message = lambda c, u, m: self._inbox.put((m, time.monotonic()))
 
     # ------------------------------------------------------ for the watch
 
@@ -212,9 +218,17 @@ class Commons:
         self._client.loop_start()
         try:
             while not self._stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except Exception:  # a bug, or the disk: log it and go on, never leave the hub without it
+                    self.counters["step_errors"] += 1
+                    log.exception("commons: a step failed")
+                    self._stop.wait(1.0)
         finally:
-            self._client.publish(self._status_topic, self._status("offline"), qos=1, retain=True).wait_for_publish(2.0)
+            with contextlib.suppress(RuntimeError, ValueError):  # not connected: the last will says it
+                self._client.publish(self._status_topic, self._status("offline"), qos=1, retain=True).wait_for_publish(
+                    2.0
+                )
             self._client.disconnect()
             self._client.loop_stop()
             self.store.close()
@@ -223,8 +237,9 @@ class Commons:
 
     def step(self) -> None:
         try:
-            message = self._inbox.get(timeout=0.2)
-            self.handle(message.topic, bytes(message.payload), getattr(message, "properties", None))
+            message, arrived = self._inbox.get(timeout=0.2)
+            self.handle(message.topic, bytes(message.payload), getattr(message, "properties", None),
+                        waited_s=time.monotonic() - arrived)  # fmt: skip
         except queue.Empty:
             pass
         now = time.monotonic()
@@ -239,11 +254,11 @@ class Commons:
 
     # ------------------------------------------------------------ messages
 
-    def handle(self, topic: str, payload: bytes, props: Any = None) -> None:
+    def handle(self, topic: str, payload: bytes, props: Any = None, *, waited_s: float = 0.0) -> None:
         """One MQTT message; never raises (a bad payload is counted and logged)."""
         try:
             if topic == self.topics.command("commons"):
-                self._request(payload, props)
+                self._request(payload, props, waited_s)
                 return
             where = self.topics.kind_and_name(topic)
             if where is None:
@@ -265,8 +280,13 @@ class Commons:
             self.counters["handler_errors"] += 1
             log.exception("commons failed on a message on %s", topic)
 
-    def _request(self, payload: bytes, props: Any) -> None:
+    def _request(self, payload: bytes, props: Any, waited_s: float = 0.0) -> None:
         def apply(body: Any) -> dict[str, Any]:
+            patience = body.get("timeout_ms") if isinstance(body, dict) else None
+            if isinstance(patience, int) and not isinstance(patience, bool) and waited_s * 1000 > patience - 200:
+                self.counters["requests_too_late"] += 1
+                raise CommonsError(f"the hub was busy for {waited_s:.1f} s and your command gave up; "
+                                   "nothing was done: try again")  # fmt: skip
             try:
                 return self.command(body, self._clock_ms())
             except CommonsError:
@@ -292,14 +312,19 @@ class Commons:
             raise CommonsError(f"unknown action {action!r}; one of {sorted(self._actions())}"[:300])
         who = _name(body, "who", "who is asking: set GARDEN_USER or [garden] user")
         self.counters[f"command_{action}"] += 1
+        self._after_commit.clear()
         try:
             with self.store.transaction():
                 result, publish = handler(body, who, now_ms)
         except BaseException:
+            self._after_commit.clear()
             self._refresh()  # what the refused request put in memory goes with its rollback
             raise
         for topic, state in publish:
             self._client.publish(topic, compact_json(state) if state else b"", qos=1, retain=True)
+        for then in self._after_commit:
+            then()
+        self._after_commit.clear()
         return result
 
     def _actions(self) -> dict[str, Callable[[dict[str, Any], str, int], tuple[dict[str, Any], list[Any]]]]:
@@ -448,12 +473,10 @@ class Commons:
         if who != name:
             raise CommonsError(f"only {name} can export {name}'s data (run it as GARDEN_USER={name})")
         data: dict[str, Any] = {"name": name, "exported_ms": now_ms, "member": self.store.member(name)}
-        for table, _, columns in PERSONAL:
-            if table in ("members", "outbox"):
-                continue
-            wheres = " OR ".join(f"{c} = ?" for c in columns if c != "note")
+        for table, _, names, _ in PERSONAL:
+            wheres = " OR ".join(f"{c} = ?" for c in names)
             data[table] = self.store.rows(f"SELECT * FROM {table} WHERE {wheres} ORDER BY id",
-                                          tuple(name for c in columns if c != "note"))  # fmt: skip
+                                          tuple(name for _ in names))  # fmt: skip
         for hook in self.export_hooks:
             data.update(hook(name))
         return {"export": data}, []
@@ -468,7 +491,7 @@ class Commons:
                                "hub, then erase")  # fmt: skip
         alias = f"erased-{secrets.token_hex(3)}"
         rows = self._erase_rows(name, alias)
-        publish = []
+        publish: list[Any] = []
         for claim in self.store.rows("SELECT * FROM water_claims WHERE who = ? AND status IN ('open', 'done')",
                                      (alias,)):  # fmt: skip
             publish.append((self.topics.commons("claim", claim["bed"]), self._claim_state(claim)))
@@ -479,24 +502,38 @@ class Commons:
             "erasure", now_ms, f"a member's data was erased {asked} (now {alias})", None if who == name else who
         )
         self._refresh()
-        # InfluxDB, the retained messages and the watch are not in this transaction:
-        # they are done after it, and InfluxDB once more a little later (or, while it
-        # is down, every ERASE_RETRY_S until it answers, then once more).
+        result: dict[str, Any] = {"alias": alias, "rows": rows}
+        # The watch, InfluxDB and the retained messages are not in this transaction: they
+        # are done once it is committed (so a failed commit leaves them as they were), and
+        # InfluxDB and the broker once more a little later (while InfluxDB is down, every
+        # erase_retry_s until it answers, then once more).
+        self._after_commit.append(lambda: self._erase_elsewhere(name, alias, result))
+        return result, publish
+
+    def _erase_elsewhere(self, name: str, alias: str, result: dict[str, Any]) -> None:
+        for hook in self.erase_hooks:  # the watch first, so it republishes nothing with the name
+            done = hook(name, alias)
+            if done is not None and not done.wait(5.0):
+                log.warning("erasure: the watch did not confirm within 5 s")
         points = self._erase_influx(name, alias)
         wait = ERASE_AGAIN_S if points is not None else self.erase_retry_s
         self._erase_again.append((time.monotonic() + wait, name, alias, points is None))
         retained = self._erase_retained(name, alias)
-        for hook in self.erase_hooks:
-            hook(name, alias)
         self.counters["erasures"] += 1
-        log.info("erased a member: %d rows, %s InfluxDB points, %d retained messages", rows, points, retained)
-        return {"alias": alias, "rows": rows, "influx_points": points or 0, "influx_pending": points is None,
-                "retained": retained}, publish  # fmt: skip
+        log.info("erased a member: %d rows, %s InfluxDB points, %d retained messages", result["rows"], points, retained)
+        result.update(influx_points=points or 0, influx_pending=points is None, retained=retained)
 
     def _erase_rows(self, name: str, alias: str) -> int:
         changed = 0
-        self.store.run("DELETE FROM members WHERE name = ?", (name,))
-        for table, keys, columns in PERSONAL:
+        self.store.run("DELETE FROM members WHERE name = ?", (name,))  # other members' records are theirs
+        for table in ("outbox", "outbox_refused"):
+            for row in self.store.rows(f"SELECT id, line FROM {table}"):
+                new_line = scrub_line(row["line"], name, alias, PERSON_FIELDS)
+                if new_line != row["line"]:
+                    self.store.run(f"UPDATE {table} SET line = ? WHERE id = ?", (new_line, row["id"]))
+                    changed += 1
+        for table, keys, names, texts in PERSONAL:
+            columns = names + texts
             for row in self.store.rows(f"SELECT * FROM {table}"):
                 new = {}
                 for c in columns:
@@ -527,7 +564,7 @@ class Commons:
                         changed = {
                             k: scrub_text(v, name, alias)
                             for k, v in record.items()
-                            if k not in tag_keys and k != "time" and isinstance(v, str) and mentions(v, name)
+                            if k in PERSON_FIELDS and k not in tag_keys and isinstance(v, str) and mentions(v, name)
                         }
                         if changed:
                             tags = {k: record.get(k) for k in tag_keys}
@@ -653,6 +690,9 @@ class Commons:
             what = "watered it, waiting for the moisture to rise" if held["status"] == "done" else "will water it"
             raise CommonsError(f"{bed} is taken: {held['who']} {what} (claimed {self._at(held['claimed_ms'])}, "
                                f"until {self._at(held['expires_ms'])})")  # fmt: skip
+        if held is not None and held["status"] == "done":
+            raise CommonsError(f"you watered {bed} already; waiting for its moisture to rise until "
+                               f"{self._at(held['expires_ms'])}")  # fmt: skip
         if held is not None:
             self.store.run("UPDATE water_claims SET expires_ms = ? WHERE id = ?", (expires, held["id"]))
             claim = {**held, "expires_ms": expires}
@@ -676,7 +716,9 @@ class Commons:
         ended = {**claim, "status": status}
         self._claim_point(ended, now_ms)
         self._event(f"claim_{status}", now_ms, text, claim["who"], bed=claim["bed"])
-        return [(self.topics.commons("claim", claim["bed"]), None)]
+        # The bed's retained claim: whoever holds it now (an older claim may have ended).
+        current = self._active_claim(claim["bed"])
+        return [(self.topics.commons("claim", claim["bed"]), self._claim_state(current) if current else None)]
 
     def _water_release(self, body: dict[str, Any], who: str, now_ms: int) -> tuple[dict[str, Any], list[Any]]:
         bed = _name(body, "bed", "the bed")
@@ -732,11 +774,12 @@ class Commons:
             # reading of the rise) to one more confirmation window after its deadline.
             claim = self.store.one(
                 "SELECT * FROM water_claims WHERE bed = ? AND status IN ('open', 'done', 'unconfirmed') "
-                "AND claimed_ms - ? <= ? AND ? <= expires_ms + ? ORDER BY id DESC LIMIT 1",
-                (bed, CLAIM_LEAD_MS, ts, ts, self.rules.confirm_within_ms))  # fmt: skip
+                "AND claimed_ms - ? <= ? AND ? <= expires_ms + ? "
+                "ORDER BY claimed_ms <= ? DESC, id DESC LIMIT 1",  # made before the rise, else just after
+                (bed, CLAIM_LEAD_MS, ts, ts, self.rules.confirm_within_ms, ts))  # fmt: skip
             if claim is None:
                 return
-            mm = body.get("mm") if isinstance(body.get("mm"), int | float) else None
+            mm = body.get("mm") if isinstance(body.get("mm"), int | float) and math.isfinite(body["mm"]) else None
             who = claim["who"]
             if claim["status"] == "open":  # they went and did not say so: it counts
                 self._contribute(who, "watering", now_ms, bed=bed)
@@ -897,7 +940,8 @@ class Commons:
             return {"share": sid, "asked": ask.to_json(), "granted": None, "status": "pending",
                     "allocate_ms": share["allocate_ms"],
                     "message": f"asked for {ask} of {sid}; shares are allocated {self._at(share['allocate_ms'])}, "
-                               "by contribution (the garden's rule)"}, []  # fmt: skip
+                               "by contribution (the garden's rule)"}, [
+                (self.topics.commons("share", sid), self._share_state(share))]  # fmt: skip
         grant = first_come(remaining, ask.amount) if share["status"] == "open" else 0
         if grant == 0:
             takers = self.store.one("SELECT COUNT(DISTINCT who) AS n FROM share_claims WHERE share_id = ? "
@@ -1021,9 +1065,13 @@ class Commons:
         # node_admin names the sensors: {"calibration.sm0": {...}}
         if not isinstance(change, dict) or not any(str(k).split(".")[0] == "calibration" for k in change):
             return
-        ts = body.get("ts") if isinstance(body.get("ts"), int) else self._clock_ms()
+        # The volunteer's own clock, within a day of the hub's; else the hub's.
+        now_ms = self._clock_ms()
+        ts = body.get("ts")
+        if not isinstance(ts, int) or isinstance(ts, bool) or abs(ts - now_ms) > DAY_MS:
+            ts = now_ms
         with self.store.transaction():
-            self._contribute(who, "node_maintained", int(ts), node=node, note="calibration")  # type: ignore[arg-type]
+            self._contribute(who, "node_maintained", ts, node=node, note="calibration")
 
     # ------------------------------------------------------------ time passing
 
@@ -1065,7 +1113,9 @@ class Commons:
             done = self._erase_influx(name, alias)
             if done is None:
                 self._erase_again.append((now + self.erase_retry_s, name, alias, True))
-            elif failed:  # InfluxDB is back: once more, for the ingest's spooled points
+                continue
+            self._erase_retained(name, alias)  # an alert republished meanwhile
+            if failed:  # InfluxDB is back: once more, for the ingest's spooled points
                 self._erase_again.append((now + ERASE_AGAIN_S, name, alias, False))
 
     def _allocate(self, share: dict[str, Any], now_ms: int) -> list[Any]:
@@ -1101,6 +1151,9 @@ class Commons:
             return
         try:
             self.influx.write_lines([text for _, text in pending])
+        except InfluxRejected as err:  # a line InfluxDB will never take: set it aside, send the rest
+            self._set_aside(pending, err)
+            return
         except InfluxError as err:
             if not self._influx_down:
                 log.warning("commons: InfluxDB unavailable, %d events wait in the outbox: %s", len(pending), err)
@@ -1114,6 +1167,20 @@ class Commons:
         self._influx_down = False
         self._flush_backoff = 1.0
         self._next_flush = time.monotonic() + (0.0 if len(pending) >= 1000 else 1.0)
+
+    def _set_aside(self, pending: list[tuple[int, str]], err: Exception) -> None:
+        """Send the lines one by one; keep those InfluxDB refuses in ``outbox_refused``, with why."""
+        for row_id, text in pending:
+            try:
+                self.influx.write_lines([text])
+            except InfluxRejected as refused:
+                self.store.run("INSERT INTO outbox_refused (line, error) VALUES (?, ?)", (text, str(refused)[:300]))
+                self.counters["mirror_refused"] += 1
+                log.warning("commons: InfluxDB refused an event line, kept in outbox_refused: %s", refused)
+            except InfluxError:
+                return  # down after all: the rest waits in the outbox
+            self.store.sent(row_id)
+        log.info("commons: a batch InfluxDB refused (%s) was sent line by line", err)
 
 
 def _people(n: int) -> str:

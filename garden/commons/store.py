@@ -39,19 +39,23 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS swaps (id INTEGER PRIMARY KEY, day TEXT NOT NULL, giver TEXT NOT NULL, "
     "taker TEXT NOT NULL, ts INTEGER NOT NULL, who TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY, line TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS outbox_refused (id INTEGER PRIMARY KEY, line TEXT NOT NULL, error TEXT NOT NULL)",
 )
 
-# Where a person's name can be: (table, key columns, columns that may hold it).
+# Where a person's name can be, besides their own row in ``members`` and the InfluxDB lines
+# in ``outbox``/``outbox_refused``: (table, key columns, columns that hold a name,
+# columns of free text that may mention one).
 PERSONAL = (
-    ("members", ("name",), ("name", "body")),
-    ("water_claims", ("id",), ("who", "note")),
-    ("harvests", ("id",), ("who",)),
-    ("shares", ("id",), ("who",)),
-    ("share_claims", ("id",), ("who",)),
-    ("contributions", ("id",), ("who", "note")),
-    ("swaps", ("id",), ("giver", "taker", "who")),
-    ("outbox", ("id",), ("line",)),
+    ("water_claims", ("id",), ("who",), ("note",)),
+    ("harvests", ("id",), ("who",), ()),
+    ("shares", ("id",), ("who",), ("pickup", "place")),
+    ("share_claims", ("id",), ("who",), ()),
+    ("contributions", ("id",), ("who",), ("note",)),
+    ("swaps", ("id",), ("giver", "taker", "who"), ()),
 )
+# The fields of the commons' InfluxDB points (and the ingest's event and alert points)
+# that hold people's names or words: an erasure rewrites these and nothing else.
+PERSON_FIELDS = ("who", "text", "change")
 
 
 class CommonsStore:

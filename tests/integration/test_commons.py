@@ -386,3 +386,29 @@ def test_an_erasure_while_influxdb_is_down_is_finished_when_it_is_back(
     c.flush()  # the erasure's own event
     assert not _mentioned(database, "zenobia") and "zenobia" not in c.store.dump()
     c.store.close()
+
+
+def test_a_line_influxdb_refuses_is_set_aside_and_the_rest_still_goes(
+    running_broker: Broker, running_influxd: Influxd, database: Influx, garden: str, tmp_path: Path
+) -> None:
+    """A field whose type InfluxDB already knows otherwise (here planted by hand) must not jam the mirror."""
+    from garden.commons.service import Commons
+    from garden.commons.settings import parse_commons
+    from garden.influx import InfluxSettings
+    from garden.settings import HubSettings
+    from garden.watch_settings import WatchSettings
+
+    now = time.time_ns() // 1_000_000
+    database.write_lines([f"contribution,garden={garden},kind=watering n=1.5 {now - 60_000}"])  # n as a float
+    settings = HubSettings(garden=garden, data_dir=tmp_path, broker=parse_broker_url(running_broker.url),
+                           influx=InfluxSettings(url=running_influxd.url, database=garden))  # fmt: skip
+    c = Commons(settings, parse_commons({}), WatchSettings())
+    c.command({"who": "ana", "action": "member.add", "name": "ana"}, now)
+    c.command({"who": "ana", "action": "water.done", "bed": "bed-1", "litres": 5}, now)  # contribution n=1i
+    c.flush()
+    assert c.store.pending() == []
+    refused = c.store.rows("SELECT line, error FROM outbox_refused")
+    assert len(refused) == 1 and refused[0]["line"].startswith("contribution,") and "conflict" in refused[0]["error"]
+    rows = database.query('SELECT "text" FROM "event" WHERE "type" = $t', {"t": "watering_done"})
+    assert rows and rows[0].records()[0]["text"] == "ana watered bed-1 (5 l)"
+    c.store.close()

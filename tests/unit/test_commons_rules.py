@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from firmware_bridge.errors import ConfigError
 from garden.commons.quantity import MAX_GRAMS, MAX_PIECES, Quantity, format_amount, parse_quantity
 from garden.commons.rota import WEEKDAYS, Rota, Swap, check_swap, on_duty, week
-from garden.commons.scrub import mentions, scrub_text, scrub_value
+from garden.commons.scrub import PERSON_KEYS, mentions, scrub_line, scrub_text, scrub_value
 from garden.commons.settings import HOUR_MS, CommonsSettings, parse_commons
 from garden.commons.shares import Ask, by_weight, first_come
 
@@ -297,21 +297,36 @@ def test_scrub_a_name_with_a_dash() -> None:
     assert scrub_text("ana-b, ana-bc, xana-b, ana-b's", "ana-b", "e") == "e, ana-bc, xana-b, e's"
 
 
-def test_scrub_value_reaches_into_json_keys_and_values() -> None:
+def test_scrub_value_rewrites_only_what_holds_people() -> None:
+    """Values under the keys that hold people or their words; never a key, a crop or a bed."""
     value: dict[str, Any] = {
-        "who": "ana",
-        "ana": {"list": ["ana's", "banana", 3, None, ("ana",)], "n": 1.5, "ok": True},
-        "text": "claimed by ana-2",
+        "who": "basil",
+        "crop": "basil",
+        "basil": {"list": ["basil's"], "n": 1.5},
+        "days": [{"date": "2026-06-01", "on_duty": ["basil", "ben"]}],
+        "text": "claimed by basil-2, then basil",
     }
-    assert mentions(value, "ana")
-    scrubbed = scrub_value(value, "ana", "erased-1")
+    assert mentions(value, "basil")
+    scrubbed = scrub_value(value, "basil", "erased-1")
     assert scrubbed == {
         "who": "erased-1",
-        "erased-1": {"list": ["erased-1's", "banana", 3, None, ["erased-1"]], "n": 1.5, "ok": True},
-        "text": "claimed by ana-2",
+        "crop": "basil",
+        "basil": {"list": ["basil's"], "n": 1.5},
+        "days": [{"date": "2026-06-01", "on_duty": ["erased-1", "ben"]}],
+        "text": "claimed by basil-2, then erased-1",
     }
-    assert not mentions(scrubbed, "ana")
-    assert value["who"] == "ana"  # the original is left as it was
+    assert value["who"] == "basil"  # the original is left as it was
+
+
+def test_scrub_line_rewrites_string_fields_not_tags() -> None:
+    line = 'harvest,bed=bed-1,crop=basil,garden=t who="basil",text="basil: 1 kg",kg=1.0,unit="kg" 1795000000000'
+    assert scrub_line(line, "basil", "erased-1", ("who", "text")) == (
+        'harvest,bed=bed-1,crop=basil,garden=t who="erased-1",text="erased-1: 1 kg",kg=1.0,unit="kg" 1795000000000'
+    )
+    escaped = r'event,garden=my\ garden,type=claim text="say \"ana\" twice: ana",who="ana" 1'
+    assert scrub_line(escaped, "ana", "e", ("who", "text")) == (
+        r'event,garden=my\ garden,type=claim text="say \"e\" twice: e",who="e" 1'
+    )
 
 
 def test_mentions() -> None:
@@ -324,19 +339,33 @@ def test_mentions() -> None:
 person = st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True)
 
 
+def strings_under_person_keys(value: Any, inside: bool = False) -> list[str]:
+    if isinstance(value, str):
+        return [value] if inside else []
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in strings_under_person_keys(v, inside)]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in strings_under_person_keys(v, inside or k in PERSON_KEYS)]
+    return []
+
+
 @given(st.recursive(
     st.none() | st.integers() | st.booleans() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(["who", "text", "crop", "bed", "x"]) | st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 ), person)  # fmt: skip
-def test_after_scrubbing_the_name_is_gone(value: Any, name: str) -> None:
+def test_after_scrubbing_no_person_field_holds_the_name(value: Any, name: str) -> None:
     alias = "erased-abc123"
     if name == alias:
         return
     scrubbed = scrub_value(value, name, alias)
-    assert not mentions(scrubbed, name)
+    assert not any(mentions(s, name) for s in strings_under_person_keys(scrubbed))
+    # and everything else is as it was
+    untouched = scrub_value(value, name, alias, keys=())
+    assert untouched == scrub_value(value, "", "", keys=())
     if not mentions(value, name):
-        assert scrubbed == (value if not isinstance(value, tuple) else list(value))
+        assert scrubbed == untouched
 
 
 @given(st.text(max_size=40), person)

@@ -31,8 +31,9 @@ ROTA = {"monday": ["ana"], "thursday": ["ben"]}
 
 
 def make(path: Path, **commons: Any) -> Commons:
+    """The commons as of T0 (its clock stands still there; commands take their own time)."""
     return Commons(HubSettings(garden="t", hub_id="h", data_dir=path), parse_commons({"commons": commons}),
-                   WatchSettings())  # fmt: skip
+                   WatchSettings(), clock_ms=lambda: T0)  # fmt: skip
 
 
 def ask(c: Commons, action: str, who: str, now: int = T0, /, **body: Any) -> dict[str, Any]:
@@ -607,8 +608,10 @@ def test_a_calibration_counts_as_maintaining_the_node(garden: Commons) -> None:
     garden.config_event({"who": "ben", "node": "n2", "ts": T0, "change": {"interval_s": 900}})  # not a calibration
     garden.config_event({"who": "ben smith", "node": "n2", "ts": T0, "change": {"calibration": {}}})  # bad name
     garden.config_event({"node": "n2", "change": {"calibration": {}}})  # nobody to thank
+    garden.config_event({"who": "cy", "node": "n2", "ts": 2**62, "change": {"calibration": {}}})  # a clock far off
     rows = garden.store.rows("SELECT ts, who, kind, node, note FROM contributions")
-    assert rows == [{"ts": T0, "who": "ben", "kind": "node_maintained", "node": "n2", "note": "calibration"}]
+    thanks = {"ts": T0, "kind": "node_maintained", "node": "n2", "note": "calibration"}
+    assert rows == [{**thanks, "who": "ben"}, {**thanks, "who": "cy"}]
 
 
 # ------------------------------------------------------------------ requests
@@ -803,3 +806,59 @@ def test_picking_up_a_share_earns_no_weight_in_the_next_allocation(tmp_path: Pat
         (r["who"], r["granted"]) for r in c.store.rows("SELECT who, granted FROM share_claims WHERE share_id = 2")
     )
     assert got == {"ben": 500, "cy": 500}
+
+
+# ------------------------------------------------------------------ found in review
+
+
+def test_a_request_that_waited_longer_than_its_command_is_refused(garden: Commons) -> None:
+    """The CLI said the hub was unreachable: what it asked must not happen later."""
+    import json as _json
+
+    late = _json.dumps({"action": "water.claim", "who": "ana", "bed": "bed-1", "timeout_ms": 3000}).encode()
+    garden.handle("garden/t/cmd/commons", late, None, waited_s=3.5)
+    assert garden.store.rows("SELECT * FROM water_claims") == []
+    assert garden.counters["requests_too_late"] == 1
+    garden.handle("garden/t/cmd/commons", late, None, waited_s=0.1)
+    assert [r["who"] for r in garden.store.rows("SELECT who FROM water_claims")] == ["ana"]
+
+
+def test_a_watered_bed_cannot_be_claimed_again_to_move_its_deadline(garden: Commons) -> None:
+    ask(garden, "water.done", "ana", bed="bed-1")
+    assert "you watered bed-1 already" in refused(garden, "water.claim", "ana", bed="bed-1", for_s=60)
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_erasure_reaches_free_text_and_spares_others_and_crops(tmp_path: Path) -> None:
+    """Pickup places and notes lose the name; another member's address and a crop named alike keep theirs."""
+    from firmware_bridge.mqtt_link import BrokerAddress
+    from garden.influx import InfluxSettings
+
+    settings = HubSettings(garden="t", hub_id="h", data_dir=tmp_path, broker=BrokerAddress("127.0.0.1", closed_port()),
+                           influx=InfluxSettings(url=f"http://127.0.0.1:{closed_port()}"))  # fmt: skip
+    c = Commons(settings, parse_commons({}), WatchSettings(), clock_ms=lambda: T0)
+    ask(c, "member.add", "basil", name="basil")
+    ask(c, "member.add", "ben", name="ben", email="basil@family.example")
+    ask(c, "harvest.log", "basil", bed="bed-1", crop="basil", quantity="1kg", share="500g", place="basil's porch")
+    ask(c, "node.maintained", "ben", node="n1", what="other", note="with basil")
+    result = ask(c, "member.erase", "ben", name="basil")
+    alias = result["alias"]
+    assert result["influx_pending"] is True  # no InfluxDB here: the hub keeps trying
+    share = c.store.one("SELECT who, crop, place FROM shares")
+    assert share == {"who": alias, "crop": "basil", "place": f"{alias}'s porch"}
+    assert c.store.member("ben")["email"] == "basil@family.example"
+    assert c.store.one("SELECT note FROM contributions WHERE kind = 'node_maintained'") == {
+        "note": f"other: with {alias}"
+    }
+    for _, text in c.store.pending():
+        tags = text.split(" ")[0]
+        assert "crop=basil" in tags or "crop=" not in tags  # the crop tag is the crop's
+        assert 'who="basil"' not in text and "basil's porch" not in text
+    c.store.close()

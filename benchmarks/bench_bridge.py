@@ -34,15 +34,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import queue
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,128 +50,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench_harness import (
+    BenchError,
+    Broker,
+    cpu_seconds,
+    load_1m,
+    log,
+    machine_info,
+    machine_summary,
+    table,
+    wait_until,
+    warn_invalid,
+    write_results,
+)
+
 GARDEN = "bench"
 BRIDGE_ID = "bench"
 TOPIC = f"garden/{GARDEN}/node/+/telemetry"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SAMPLE_EVERY = 500  # also read the bridge's CPU every this many messages (fallback if some go missing)
 MAX_READINGS = 150_000  # stays well under the spool's default max_rows (200,000)
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a live process, in seconds (clock-tick resolution)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
-
-
-class BenchError(Exception):
-    pass
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    with contextlib.suppress(Exception):
-        from importlib.metadata import version
-
-        versions["paho_mqtt"] = version("paho-mqtt")
-    with contextlib.suppress(Exception):
-        out = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True, timeout=5).stdout
-        versions["mosquitto"] = out.split()[2]  # "mosquitto version 2.0.11"
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "machine": platform.machine(),
-        "cpu_model": model or platform.processor(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        **versions,
-    }
-
-
-# ------------------------------------------------------------------- broker
-
-
-class Broker:
-    """A private Mosquitto on a free loopback port, for the whole benchmark."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        if not os.path.exists(MOSQUITTO):
-            raise BenchError(f"mosquitto not found ({MOSQUITTO}); apt-get install mosquitto")
-        for _ in range(3):  # the free port can be taken between the probe and the bind
-            self.port = free_port()
-            conf = self.workdir / "mosquitto.conf"
-            conf.write_text(
-                f"listener {self.port} 127.0.0.1\n"
-                "allow_anonymous true\n"
-                "persistence false\n"
-                # The queue above the in-flight window is per client, online or not;
-                # at its default (1000) a subscriber that falls behind loses QoS 1 messages.
-                "max_queued_messages 0\n"
-                "log_dest stderr\n"
-                "log_type error\n"
-                "log_type warning\n"
-            )
-            logfile = (self.workdir / "mosquitto.log").open("ab")
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=logfile, stderr=logfile)
-            logfile.close()
-            end = time.monotonic() + 10
-            while time.monotonic() < end and self.proc.poll() is None:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                        return
-                except OSError:
-                    time.sleep(0.05)
-            self.stop()
-        raise BenchError(f"mosquitto did not start; see {self.workdir / 'mosquitto.log'}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 # --------------------------------------------------------------- subscriber
@@ -599,24 +493,13 @@ def medians(results: list[RunResult]) -> dict[str, float | None]:
     return out
 
 
-def table(results: list[RunResult], med: dict[str, float | None]) -> str:
-    def cell(value: Any) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, float):
-            return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
-        return f"{value:,}" if isinstance(value, int) else str(value)
-
-    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "|" + "|".join("---:" for _ in COLUMNS) + "|"
-    rows = [head, rule]
-    for r in results:
-        rows.append("| " + " | ".join(cell(getattr(r, key)) for key, _ in COLUMNS) + " |")
-    med_cells = [
-        "**median**" if key == "run" else ("" if key not in med else f"**{cell(med[key])}**") for key, _ in COLUMNS
-    ]
-    rows.append("| " + " | ".join(med_cells) + " |")
-    return "\n".join(rows)
+def cell(value: Any) -> str:
+    """A table cell: no decimals from 10 up (bench_harness.cell keeps one below 100)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 # --------------------------------------------------------------------- main
@@ -646,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--_feeder"]:
         return feeder_main(Path(argv[1]), argv[2:])
     args = parse_args(argv)
-    load_before = round(os.getloadavg()[0], 2)  # other work on a shared machine skews the figures
+    load_before = load_1m()
     # SIGTERM unwinds like Ctrl-C, so the finally below stops every child.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="garden-bench-"))
@@ -682,41 +565,21 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     med = medians(results)
-    info = machine_info()
-    info["loadavg_1m_before"] = load_before
+    info = machine_info(load_before)
     print(
         f"\nBridge benchmark: {args.nodes} nodes, {args.count * args.nodes:,} readings per run, "
-        f"{args.runs} run(s); {info['nproc']} x {info['cpu_model']} ({info['machine']}), {info['date']}; "
-        f"load average before: {load_before}\n"
+        f"{args.runs} run(s); {machine_summary(info)}\n"
     )
-    print(table(results, med))
+    print(table(COLUMNS, results, med, cell))
     print(
         f"\nmedian: {med['readings_per_s']:,.0f} readings/s pty -> broker; "
         f"{med['bridge_cpu_s_per_1k']:.3f} bridge CPU-s per 1,000 readings (target < 0.5); "
         f"bridge max RSS {med['bridge_max_rss_mib']} MiB"
     )
     bad = [r for r in results if not r.ok]
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "machine": info,
-                    "args": {k: v for k, v in vars(args).items() if k != "json"},
-                    "median": med,
-                    "runs": [asdict(r) for r in results],
-                    "ok": not bad,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        print(f"JSON written to {args.json}")
+    write_results(args.json, info, args, median=med, runs=[asdict(r) for r in results], ok=not bad)
     if bad:
-        bar = "!" * 78
-        print(f"\n{bar}", file=sys.stderr)
-        for r in bad:
-            print(f"!!! RUN {r.run}: WRITTEN AND RECEIVED DIFFER: {r.problem}", file=sys.stderr)
-        print(f"{bar}\n", file=sys.stderr)
+        warn_invalid(f"RUN {r.run}: WRITTEN AND RECEIVED DIFFER: {r.problem}" for r in bad)
         return 1
     return 0
 

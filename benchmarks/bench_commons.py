@@ -43,7 +43,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,8 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_ingest import (
-    MOSQUITTO,
+from bench_harness import (
     BenchError,
     Broker,
     Influxd,
@@ -63,11 +61,15 @@ from bench_ingest import (
     cpu_seconds,
     database,
     drop,
-    free_port,
+    load_1m,
     log,
     machine_info,
+    machine_summary,
     quiet,
     reap,
+    table,
+    warn_invalid,
+    write_results,
 )
 
 from firmware_bridge.errors import BridgeError
@@ -110,41 +112,6 @@ def med(values: list[float]) -> float | None:
 
 def claimers(threads: int) -> list[str]:
     return [f"c{i}" for i in range(1, threads + 1)]
-
-
-class NodelayBroker(Broker):
-    """The private Mosquitto of bench_ingest.py, optionally with ``set_tcp_nodelay true`` (Nagle off)."""
-
-    def __init__(self, workdir: Path, nodelay: bool) -> None:
-        super().__init__(workdir, 0)
-        self.nodelay = nodelay
-
-    def start(self) -> None:
-        if not self.nodelay:  # Mosquitto's default, as deploy/mosquitto has it
-            super().start()
-            return
-        if not os.path.exists(MOSQUITTO):
-            raise BenchError(f"mosquitto not found ({MOSQUITTO}); apt-get install mosquitto")
-        for _ in range(3):  # the free port can be taken between the probe and the bind
-            self.port = free_port()
-            conf = self.workdir / "mosquitto.conf"
-            conf.write_text(
-                f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                "max_queued_messages 0\nmax_inflight_messages 0\n"  # as bench_ingest.Broker
-                "set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n"
-            )
-            logfile = (self.workdir / "mosquitto.log").open("ab")
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=logfile, stderr=logfile)
-            logfile.close()
-            end = time.monotonic() + 10
-            while time.monotonic() < end and self.proc.poll() is None:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                        return
-                except OSError:
-                    time.sleep(0.05)
-            self.stop()
-        raise BenchError(f"mosquitto did not start; see {self.workdir / 'mosquitto.log'}")
 
 
 class Hub:
@@ -538,7 +505,7 @@ def one_run(
     rundir = workdir / f"run-{run}"
     rundir.mkdir()
     order = "abcd"[(run - 1) % 4 :] + "abcd"[: (run - 1) % 4]
-    r = RunResult(run=run, order=" ".join(order), loadavg_1m=round(os.getloadavg()[0], 2))
+    r = RunResult(run=run, order=" ".join(order), loadavg_1m=load_1m())
     everyone = {"hub": hub.pid, **servers}
     c_times: list[float] = []
     for what in order:
@@ -649,16 +616,6 @@ def medians(results: list[RunResult]) -> dict[str, float | None]:
     return out
 
 
-def table(columns: tuple[tuple[str, str], ...], results: list[RunResult], m: dict[str, float | None]) -> str:
-    rows = ["| " + " | ".join(title for _, title in columns) + " |"]
-    rows.append("|" + "|".join("---:" for _ in columns) + "|")
-    for r in results:
-        rows.append("| " + " | ".join(cell(getattr(r, key)) for key, _ in columns) + " |")
-    cells = ["**median**" if key == "run" else ("" if key not in m else f"**{cell(m[key])}**") for key, _ in columns]
-    rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows)
-
-
 # --------------------------------------------------------------------- main
 
 
@@ -688,10 +645,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.requests += args.requests % 2  # claim, release, ...: each run ends with the bed free
-    load_before = round(os.getloadavg()[0], 2)
+    load_before = load_1m()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds like Ctrl-C: the finally stops every child
     workdir = Path(tempfile.mkdtemp(prefix="garden-bench-commons-"))
-    broker = NodelayBroker(workdir, not args.nagle)
+    broker = Broker(workdir, max_inflight=0, nodelay=not args.nagle)
     influxd = Influxd(workdir)
     hub: Hub | None = None
     influx: Any = None
@@ -741,16 +698,14 @@ def main(argv: list[str] | None = None) -> int:
         results[-1].ok = False
 
     m = medians(results)
-    info = machine_info()
-    info["loadavg_1m_before"] = load_before
+    info = machine_info(load_before, influxd=True)
     ratio_of_medians = round(m["b_per_s"] / m["c_per_s"], 3) if m["b_per_s"] and m["c_per_s"] else None
     print(
         f"\nCommons benchmark: {args.runs} run(s) in {elapsed}s; Mosquitto set_tcp_nodelay "
         f"{'false (its default)' if args.nagle else 'true (as shipped)'}; (a) {args.requests} requests, "
         f"(b) {args.threads} threads x {args.seconds:g}s, (c) {args.seconds:g}s, "
         f"(d) {args.cli_runs} processes of each kind; "
-        f"{info['nproc']} x {info['cpu_model']} ({info['machine']}), {info['date']}; load average before: "
-        f"{load_before}\n"
+        f"{machine_summary(info)}\n"
     )
     for columns in (LATENCY, THROUGHPUT, COST, CLI):
         print(table(columns, results, m))
@@ -768,33 +723,25 @@ def main(argv: list[str] | None = None) -> int:
         f"{cell(m['d_import_median_s'])} s of it, the bare interpreter {cell(m['d_python_median_s'])} s."
     )
     bad = [r for r in results if not r.ok]
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "machine": info,
-                    "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"},
-                    "seconds": elapsed,
-                    "median": m,
-                    "ratio_b_c_of_medians": ratio_of_medians,
-                    "runs": [asdict(r) for r in results],
-                    "hub_exit": hub_exit,
-                    "ok": not bad,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        print(f"JSON written to {args.json}")
+    write_results(
+        args.json,
+        info,
+        args,
+        seconds=elapsed,
+        median=m,
+        ratio_b_c_of_medians=ratio_of_medians,
+        runs=[asdict(r) for r in results],
+        hub_exit=hub_exit,
+        ok=not bad,
+    )
     if bad:
-        bar = "!" * 78
-        print(f"\n{bar}", file=sys.stderr)
-        print("!!! WARNING: A REQUEST FAILED, OR THE GRANTED TOTALS DO NOT MATCH THE CLAIMS:", file=sys.stderr)
-        print("!!! these figures are not valid", file=sys.stderr)
-        for r in bad:
-            for problem in r.problems:
-                print(f"!!! RUN {r.run}: {problem}", file=sys.stderr)
-        print(f"{bar}\n", file=sys.stderr)
+        warn_invalid(
+            [
+                "WARNING: A REQUEST FAILED, OR THE GRANTED TOTALS DO NOT MATCH THE CLAIMS:",
+                "these figures are not valid",
+                *(f"RUN {r.run}: {problem}" for r in bad for problem in r.problems),
+            ]
+        )
         return 1
     return 0
 

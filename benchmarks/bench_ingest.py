@@ -39,16 +39,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import queue
 import random
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,9 +56,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
+from bench_harness import (
+    BenchError,
+    Broker,
+    Influxd,
+    cell,
+    cpu_of,
+    database,
+    drop,
+    load_1m,
+    log,
+    machine_info,
+    machine_summary,
+    quiet,
+    reap,
+    stat_cpu_seconds,
+    table,
+    wait_until,
+    warn_invalid,
+    write_results,
+)
+
 HUB_ID = "bench"
 POLL_S = 0.05  # how often (b) asks InfluxDB for the point count
 PUBLISH_INFLIGHT = 1000  # the publisher's own window; the broker does not limit incoming QoS 1
@@ -70,10 +85,6 @@ SENSORS = 7
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 _SAY_LOCK = threading.Lock()
@@ -86,32 +97,14 @@ def say(**event: Any) -> None:
         sys.stdout.flush()
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a live process, all threads, in seconds (clock-tick resolution)."""
-    if not pid:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def cpu_of(pids: dict[str, int | None]) -> dict[str, float | None]:
-    return {name: cpu_seconds(pid) for name, pid in pids.items()}
-
-
 def thread_cpu(pid: int) -> dict[int, float]:
     """utime + stime of each live thread of a process, by thread id (the main thread's is the pid)."""
     out = {}
     with contextlib.suppress(OSError):
         for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/stat", "rb") as handle:
-                data = handle.read()
-                fields = data[data.rindex(b")") + 2 :].split()
-                out[int(tid)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            cpu = stat_cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
+            if cpu is not None:
+                out[int(tid)] = cpu
     return out
 
 
@@ -122,203 +115,7 @@ def per_1k(before: dict[str, float | None], after: dict[str, float | None], name
     return round((b - a) / count * 1000, 4)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
-
-
-def reap(proc: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM) -> tuple[int | None, Any]:
-    """Signal a child (waking it first if frozen), wait for it with wait4: (exit status, rusage)."""
-    if proc.returncode is not None:
-        return proc.returncode, None
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGCONT)
-        if sig:
-            os.kill(proc.pid, sig)
-    end = time.monotonic() + timeout
-    while True:
-        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, rusage
-        if time.monotonic() > end:
-            log(f"pid {proc.pid} did not stop in {timeout:g}s; killing it")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            end = time.monotonic() + 5
-        time.sleep(0.02)
-
-
-class BenchError(Exception):
-    pass
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    with contextlib.suppress(Exception):
-        from importlib.metadata import version
-
-        versions["paho_mqtt"] = version("paho-mqtt")
-    with contextlib.suppress(Exception):
-        out = subprocess.run([MOSQUITTO, "-h"], capture_output=True, text=True, timeout=5).stdout
-        versions["mosquitto"] = out.split()[2]  # "mosquitto version 2.0.11"
-    with contextlib.suppress(Exception):
-        out = subprocess.run([INFLUXD, "version"], capture_output=True, text=True, timeout=5).stdout
-        versions["influxd"] = out.split()[1]  # "InfluxDB v1.6.7~rc0 (git: ...)"
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "machine": platform.machine(),
-        "cpu_model": model or platform.processor(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        **versions,
-    }
-
-
-# ------------------------------------------------------------------ servers
-
-
-class Broker:
-    """A private Mosquitto on a free loopback port, for the whole benchmark."""
-
-    def __init__(self, workdir: Path, max_inflight: int) -> None:
-        self.workdir = workdir
-        self.max_inflight = max_inflight
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        if not os.path.exists(MOSQUITTO):
-            raise BenchError(f"mosquitto not found ({MOSQUITTO}); apt-get install mosquitto")
-        for _ in range(3):  # the free port can be taken between the probe and the bind
-            self.port = free_port()
-            conf = self.workdir / "mosquitto.conf"
-            conf.write_text(
-                f"listener {self.port} 127.0.0.1\n"
-                "allow_anonymous true\n"
-                "persistence false\n"
-                # Every message of a run waits in the frozen consumer's queue: the
-                # default limit (1000 per client) would drop QoS 1 messages.
-                "max_queued_messages 0\n"
-                # Outgoing QoS 1 window for clients that send no Receive Maximum (the
-                # plain subscriber); the hub sends its own (4 x batch_size), which
-                # Mosquitto 2.0 uses instead. See README.md.
-                f"max_inflight_messages {self.max_inflight}\n"
-                "log_dest stderr\n"
-                "log_type error\n"
-                "log_type warning\n"
-            )
-            logfile = (self.workdir / "mosquitto.log").open("ab")
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=logfile, stderr=logfile)
-            logfile.close()
-            end = time.monotonic() + 10
-            while time.monotonic() < end and self.proc.poll() is None:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                        return
-                except OSError:
-                    time.sleep(0.05)
-            self.stop()
-        raise BenchError(f"mosquitto did not start; see {self.workdir / 'mosquitto.log'}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-class Influxd:
-    """InfluxDB 1.x on a free loopback port, auth off, its own temp dir (as tests/servers.py)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        import urllib3
-
-        if not os.path.exists(INFLUXD):
-            raise BenchError(f"influxd not found ({INFLUXD}); apt-get install influxdb")
-        self.port = free_port()
-        conf = self.workdir / "influxdb.conf"
-        d = self.workdir / "influxdb"
-        conf.write_text(
-            "reporting-enabled = false\n"
-            f'bind-address = "127.0.0.1:{free_port()}"\n'
-            f'[meta]\n  dir = "{d}/meta"\n'
-            f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
-            "[monitor]\n  store-enabled = false\n"
-            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
-            '[logging]\n  level = "warn"\n'
-        )
-        with (self.workdir / "influxd.log").open("ab") as out:
-            self.proc = subprocess.Popen([INFLUXD, "-config", str(conf)], stdout=out, stderr=out)
-        http = urllib3.PoolManager(retries=False, timeout=1.0)
-        end = time.monotonic() + 30
-        while time.monotonic() < end and self.proc.poll() is None:
-            with contextlib.suppress(urllib3.exceptions.HTTPError):
-                if http.request("GET", f"{self.url}/ping").status == 204:
-                    return
-            time.sleep(0.1)
-        raise BenchError(f"influxd did not start; see {self.workdir / 'influxd.log'}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def database(url: str, name: str) -> Any:
-    """A fresh database, made as ``garden hub init`` does (default retention policy ``raw``)."""
-    from garden.influx import Influx, InfluxSettings
-    from garden.schema import ensure_schema
-
-    influx = Influx(InfluxSettings(url=url, database=name))
-    influx.execute(f'DROP DATABASE "{name}"')
-    ensure_schema(influx)
-    return influx
-
-
-def drop(influx: Any) -> None:
-    with contextlib.suppress(Exception):
-        influx.execute(f'DROP DATABASE "{influx.settings.database}"')
-    influx.close()
+# ------------------------------------------------------------- point counts
 
 
 def soil_count(influx: Any) -> int:
@@ -335,18 +132,6 @@ def all_counts(influx: Any) -> dict[str, int]:
     for series in influx.query(f'SELECT count("seq") FROM {names}'):
         out[series.name] = int(series.values[0][1]) if series.values else 0
     return out
-
-
-def quiet(pids: dict[str, int | None], limit: float, most: float) -> float:
-    """Wait (at most ``most`` s) until these processes together use under ``limit`` of a core."""
-    start = time.monotonic()
-    while True:
-        before, t = cpu_of(pids), time.monotonic()
-        time.sleep(0.5)
-        after = cpu_of(pids)
-        busy = sum((after[k] or 0) - (before[k] or 0) for k in pids) / (time.monotonic() - t)
-        if busy < limit or time.monotonic() - start > most:
-            return round(busy, 3)
 
 
 # ----------------------------------------------------------------- payloads
@@ -850,7 +635,7 @@ def one_run(
     rundir = workdir / f"run-{run}"
     rundir.mkdir()
     order = "abc"[(run - 1) % 3 :] + "abc"[: (run - 1) % 3]
-    r = RunResult(run=run, order=" ".join(order), loadavg_1m=round(os.getloadavg()[0], 2))
+    r = RunResult(run=run, order=" ".join(order), loadavg_1m=load_1m())
     servers = {
         "broker": broker.proc.pid if broker.proc else None,
         "influxd": influxd.proc.pid if influxd.proc else None,
@@ -926,26 +711,6 @@ def medians(results: list[RunResult]) -> dict[str, float | None]:
     return out
 
 
-def cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.3f}" if abs(value) < 10 else (f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}")
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def table(columns: tuple[tuple[str, str], ...], results: list[RunResult], med: dict[str, float | None]) -> str:
-    rows = ["| " + " | ".join(title for _, title in columns) + " |"]
-    rows.append("|" + "|".join("---:" for _ in columns) + "|")
-    for r in results:
-        rows.append("| " + " | ".join(cell(getattr(r, key)) for key, _ in columns) + " |")
-    med_cells = [
-        "**median**" if key == "run" else ("" if key not in med else f"**{cell(med[key])}**") for key, _ in columns
-    ]
-    rows.append("| " + " | ".join(med_cells) + " |")
-    return "\n".join(rows)
-
-
 # --------------------------------------------------------------------- main
 
 
@@ -983,11 +748,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--_subscribe"]:
         return subscriber_main(int(argv[1]), argv[2], int(argv[3]))
     args = parse_args(argv)
-    load_before = round(os.getloadavg()[0], 2)  # other work on a shared machine skews the figures
+    load_before = load_1m()
     # SIGTERM unwinds like Ctrl-C, so the finally below stops every child.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="garden-bench-ingest-"))
-    broker = Broker(workdir, args.max_inflight)
+    broker = Broker(workdir, max_inflight=args.max_inflight)
     influxd = Influxd(workdir)
     results: list[RunResult] = []
     try:
@@ -1028,16 +793,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     med = medians(results)
-    info = machine_info()
-    info["loadavg_1m_before"] = load_before
+    info = machine_info(load_before, influxd=True)
     ratio_of_medians = (
         round(med["b_msgs_per_s"] / med["a_msgs_per_s"], 3) if med["a_msgs_per_s"] and med["b_msgs_per_s"] else None
     )
     met = med["ratio_b_a"] is not None and med["ratio_b_a"] >= 0.5
     print(
         f"\nIngest benchmark: {args.messages:,} messages (7 sensors each, {args.nodes} nodes) per run, "
-        f"{args.runs} run(s); {info['nproc']} x {info['cpu_model']} ({info['machine']}), {info['date']}; "
-        f"load average before: {load_before}\n"
+        f"{args.runs} run(s); {machine_summary(info)}\n"
     )
     print(table(THROUGHPUT, results, med))
     print()
@@ -1053,32 +816,24 @@ def main(argv: list[str] | None = None) -> int:
         f"hub: {cell(med['b_hub_cpu_s_per_1k'])} CPU-s per 1,000 messages, max RSS {cell(med['b_hub_max_rss_mib'])} MiB"
     )
     bad = [r for r in results if not r.ok]
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "machine": info,
-                    "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "json"},
-                    "median": med,
-                    "ratio_of_medians": ratio_of_medians,
-                    "target_met": met,
-                    "runs": [asdict(r) for r in results],
-                    "ok": not bad,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        print(f"JSON written to {args.json}")
+    write_results(
+        args.json,
+        info,
+        args,
+        median=med,
+        ratio_of_medians=ratio_of_medians,
+        target_met=met,
+        runs=[asdict(r) for r in results],
+        ok=not bad,
+    )
     if bad:
-        bar = "!" * 78
-        print(f"\n{bar}", file=sys.stderr)
-        print("!!! WARNING: MESSAGES PUBLISHED AND MESSAGES RECEIVED / POINTS STORED DIFFER", file=sys.stderr)
-        print("!!! (or the hub refused, spooled or failed): these figures are not valid", file=sys.stderr)
-        for r in bad:
-            for problem in r.problems:
-                print(f"!!! RUN {r.run}: {problem}", file=sys.stderr)
-        print(f"{bar}\n", file=sys.stderr)
+        warn_invalid(
+            [
+                "WARNING: MESSAGES PUBLISHED AND MESSAGES RECEIVED / POINTS STORED DIFFER",
+                "(or the hub refused, spooled or failed): these figures are not valid",
+                *(f"RUN {r.run}: {problem}" for r in bad for problem in r.problems),
+            ]
+        )
         return 1
     return 0
 

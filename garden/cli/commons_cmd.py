@@ -404,7 +404,8 @@ def commons_totals(
     if emit(result, as_json):
         return
     kinds = result.get("kinds", [])
-    table = Table(title=f"Contributions ({result.get('contributors', 0)} people)")
+    n = int(result.get("contributors", 0))
+    table = Table(title=f"Contributions ({n} {'person' if n == 1 else 'people'})")
     table.add_column("month")
     for kind in kinds:
         table.add_column(kind.replace("_", " "))

@@ -540,8 +540,8 @@ def one_run(
             )
     if r.c_per_s > 0:
         r.ratio_b_c = round(r.b_per_s / r.c_per_s, 3)
-    # Each claim costs the hub more as its share has more claims (the share's state lists them
-    # all): (c) over as many claims as (b) got is the like-for-like ceiling.
+    # Each claim costs the hub a little more as its share has more claims (its totals are summed
+    # over them): (c) over as many claims as (b) got is the like-for-like ceiling.
     if 0 < r.b_ok <= len(c_times) and c_times[r.b_ok - 1] > 0:
         r.c_same_claims_per_s = round(r.b_ok / c_times[r.b_ok - 1], 1)
         r.ratio_b_c_same = round(r.b_per_s / r.c_same_claims_per_s, 3)

@@ -6,6 +6,7 @@ Kept apart from :mod:`garden.cli.app` so command modules can be imported by it
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -31,6 +32,13 @@ MqttOpt = Annotated[str | None, typer.Option(help="Broker URL (default from conf
 InfluxOpt = Annotated[str | None, typer.Option(help="InfluxDB URL (default from config).")]
 GardenOpt = Annotated[str | None, typer.Option(help="Garden id (default from config, else 'demo').")]
 WaitOpt = Annotated[float, typer.Option(min=0.1, max=30.0, help="Seconds to wait for retained messages.")]
+
+
+def emit(result: dict[str, Any], as_json: bool) -> bool:
+    """Print ``result`` as JSON when asked (``--json``); True when that is all there is to do."""
+    if as_json:
+        print(json.dumps(result))
+    return as_json
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:

@@ -27,6 +27,7 @@ from garden.cli._shared import (
     WaitOpt,
     ask_hub,
     console,
+    emit,
     fail,
     hub_settings,
 )
@@ -146,9 +147,7 @@ def alerts_ack(
 ) -> None:
     """Acknowledge an alert: "I've seen it". Stops its repeats and its escalation; it still resolves."""
     result = _request("ack", key, {}, mqtt, garden, config)
-    if as_json:
-        print(json.dumps(result))
-    else:
+    if not emit(result, as_json):
         console.print(f"{key} acknowledged by {result.get('alert', {}).get('acked_by')}.")
 
 

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from firmware_bridge.topics import NAME_RE
-from garden.cli._shared import EXIT_USAGE, ConfigOpt, GardenOpt, JsonOpt, MqttOpt, ask_hub, console, fail
+from garden.cli._shared import EXIT_USAGE, ConfigOpt, GardenOpt, JsonOpt, MqttOpt, ask_hub, console, emit, fail
 
 member_app = typer.Typer(help="The garden's members: who they are, how to reach them, their data.",
                          no_args_is_help=True)  # fmt: skip
@@ -50,13 +50,6 @@ def when(ms: Any) -> str:
 def say(text: str) -> None:
     """A line with volunteers' own words in it (a pickup place, a note): printed as is, never as markup."""
     console.print(text, markup=False, highlight=False)
-
-
-def emit(result: dict[str, Any], as_json: bool) -> bool:
-    """Print ``result`` as JSON when asked; True when done."""
-    if as_json:
-        print(json.dumps(result))
-    return as_json
 
 
 # ---------------------------------------------------------------- members

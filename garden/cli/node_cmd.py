@@ -23,6 +23,7 @@ from garden.cli._shared import (
     WaitOpt,
     ask_hub,
     console,
+    emit,
     fail,
     hub_settings,
 )
@@ -404,7 +405,5 @@ def node_maintained(
     if note:
         body["note"] = note
     result = ask_hub("commons", "node.maintained", body, mqtt, garden, config)
-    if as_json:
-        print(json.dumps(result))
-    else:
+    if not emit(result, as_json):
         console.print(f"Logged: {what} on {node}. Thank you!")

@@ -22,6 +22,7 @@ from garden.cli._shared import (
     WaitOpt,
     ask_hub,
     console,
+    emit,
     fail,
     hub_settings,
 )
@@ -306,8 +307,7 @@ def water_claim(
         if not 60 <= body["for_s"] <= 86_400:
             fail(f"--for {duration!r}: a claim lasts 1 minute to 24 hours", EXIT_USAGE)
     result = ask_hub("commons", "water.claim", body, mqtt, garden, config)
-    if as_json:
-        print(json.dumps(result))
+    if emit(result, as_json):
         return
     claim = result["claim"]
     until = time.strftime("%a %H:%M %Z", time.localtime(claim["expires_ms"] / 1000))
@@ -330,8 +330,7 @@ def water_done(
     if litres is not None:
         body["litres"] = litres
     result = ask_hub("commons", "water.done", body, mqtt, garden, config)
-    if as_json:
-        print(json.dumps(result))
+    if emit(result, as_json):
         return
     confirm = result.get("confirm")
     tail = "no probe in this bed, so it counts as logged." if confirm == "no probe" else (
@@ -345,9 +344,7 @@ def water_release(bed: BedArg, mqtt: MqttOpt = None, garden: GardenOpt = None, c
     """Give up your claim on a bed: someone else can go."""
     _check_bed(bed)
     result = ask_hub("commons", "water.release", {"bed": bed}, mqtt, garden, config)
-    if as_json:
-        print(json.dumps(result))
-    else:
+    if not emit(result, as_json):
         console.print(f"Released {bed}: it is free for someone else.")
 
 
@@ -356,8 +353,7 @@ def water_claims(mqtt: MqttOpt = None, garden: GardenOpt = None, config: ConfigO
                  as_json: JsonOpt = False) -> None:  # fmt: skip
     """Who is watering what: open claims, and the last day's confirmed, lapsed and flagged ones."""
     result = ask_hub("commons", "water.claims", {}, mqtt, garden, config)
-    if as_json:
-        print(json.dumps(result))
+    if emit(result, as_json):
         return
     duty = ", ".join(result.get("on_duty") or [])
     if duty:

@@ -851,17 +851,19 @@ class Commons:
         except ValueError as err:
             raise CommonsError(f"{key}: {err}") from None
 
+    def _claimed(self, share_id: int) -> tuple[int, int]:
+        """(amount granted so far, number of claims) of a share."""
+        row = self.store.one("SELECT COALESCE(SUM(granted), 0) AS g, COUNT(*) AS n FROM share_claims "
+                             "WHERE share_id = ?", (share_id,))  # fmt: skip
+        return (int(row["g"]), int(row["n"])) if row else (0, 0)
+
     def _granted(self, share_id: int) -> int:
-        row = self.store.one("SELECT COALESCE(SUM(granted), 0) AS g FROM share_claims WHERE share_id = ?",
-                             (share_id,))  # fmt: skip
-        return int(row["g"]) if row else 0
+        return self._claimed(share_id)[0]
 
     def _share_state(self, share: dict[str, Any], *, claims: bool = False) -> dict[str, Any]:
         """A share as the CLI and the retained message show it; with each claim only when asked
         (the retained message stays small however many claim, and names no claimant)."""
-        row = self.store.one("SELECT COALESCE(SUM(granted), 0) AS g, COUNT(*) AS n FROM share_claims "
-                             "WHERE share_id = ?", (share["id"],))  # fmt: skip
-        granted, count = (int(row["g"]), int(row["n"])) if row else (0, 0)
+        granted, count = self._claimed(share["id"])
         state = {
             "id": f"s{share['id']}", "bed": share["bed"], "crop": share["crop"], "unit": share["unit"],
             "offered": share["offered"], "remaining": share["offered"] - granted, "who": share["who"],

@@ -49,17 +49,20 @@ class BrokerAddress:
 
 
 def parse_broker_url(url: str, path: str = "mqtt.url") -> BrokerAddress:
-    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` (TLS)."""
+    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` (TLS).
+
+    Its errors never echo the URL: it may hold a password (even in the "port" or the
+    "scheme", when the URL is malformed)."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ConfigError(path, f"scheme must be mqtt:// or mqtts://, got {url!r}")
+        raise ConfigError(path, "must start with mqtt:// or mqtts://, e.g. mqtt://localhost:1883")
     tls = parts.scheme in ("mqtts", "ssl")
     try:
         port = parts.port or (8883 if tls else 1883)
     except ValueError:
-        raise ConfigError(path, f"bad port in {url!r}") from None
+        raise ConfigError(path, "bad port: it must be a number from 1 to 65535, after the host") from None
     if not parts.hostname:
-        raise ConfigError(path, f"no host in {url!r}")
+        raise ConfigError(path, "no host, e.g. mqtt://localhost:1883")
     return BrokerAddress(
         parts.hostname,
         port,

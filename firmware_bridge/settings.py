@@ -103,8 +103,25 @@ def read_secret(env: Mapping[str, str], name: str) -> str | None:
         try:
             return Path(file_name).read_text().strip()
         except OSError as err:
-            raise ConfigError(f"{name}_FILE", f"cannot read {file_name}: {err.strerror}") from None
+            raise ConfigError(
+                f"{name}_FILE",
+                f"cannot read {file_name}: {err.strerror}; point it at a readable file holding the secret, "
+                f"or set {name} instead",
+            ) from None
+        except UnicodeDecodeError:
+            # Never repeat the bytes: they are someone's secret.
+            raise ConfigError(
+                f"{name}_FILE", f"{file_name} is not UTF-8 text; write the secret into it as plain text"
+            ) from None
     return None
+
+
+def where(env: Mapping[str, str], var: str, key: str, flag: str = "", overridden: bool = False) -> str:
+    """The name to give in an error about a setting: the CLI flag, the variable or the
+    config key, whichever the value came from (flags win over variables, over the file)."""
+    if overridden and flag:
+        return flag
+    return var if env.get(var) else key
 
 
 def table_of(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -144,10 +161,11 @@ def load_bridge_settings(
         "people",
         "members",
         "commons",
+        "bridges",  # each bridge's nodes, for the broker's ACL (garden secure init)
     }
     unknown = set(data) - sections
     if unknown:
-        raise ConfigError(sorted(unknown)[0], "unknown section")
+        raise ConfigError(sorted(unknown)[0], f"unknown section; expected one of {sorted(sections)}")
     garden_t, mqtt_t, bridge_t = (table_of(data, n) for n in ("garden", "mqtt", "bridge"))
     known_bridge = {
         "id", "ports", "baudrate", "spool_path", "spool_max_rows", "spool_overflow",
@@ -159,7 +177,7 @@ def load_bridge_settings(
 
     garden = env.get("GARDEN_GARDEN") or typed_value(garden_t, "garden", "id", str, "demo")
     url = env.get("GARDEN_MQTT_URL") or typed_value(mqtt_t, "mqtt", "url", str, "mqtt://localhost:1883")
-    url_path = "GARDEN_MQTT_URL" if env.get("GARDEN_MQTT_URL") else "mqtt.url"
+    url_path = where(env, "GARDEN_MQTT_URL", "mqtt.url", "--mqtt", bool(overrides.get("mqtt_url")))
     broker = parse_broker_url(overrides.pop("mqtt_url", None) or url, url_path)
     username = env.get("GARDEN_MQTT_USERNAME") or typed_value(mqtt_t, "mqtt", "username", str, None)
     password = read_secret(env, "GARDEN_MQTT_PASSWORD")
@@ -203,15 +221,19 @@ def load_bridge_settings(
     values.update({k: v for k, v in overrides.items() if v is not None})
     values = {k: v for k, v in values.items() if v is not None}
     settings = BridgeSettings(**values)
-    _validate(settings)
+    _validate(
+        settings,
+        garden=where(env, "GARDEN_GARDEN", "garden.id", "--garden", bool(overrides.get("garden"))),
+        bridge_id=where(env, "GARDEN_BRIDGE_ID", "bridge.id"),
+    )
     return settings
 
 
-def _validate(s: BridgeSettings) -> None:
+def _validate(s: BridgeSettings, *, garden: str = "garden.id", bridge_id: str = "bridge.id") -> None:
     if not NAME_RE.fullmatch(s.garden):
-        raise ConfigError("garden.id", "must be 1-32 letters, digits, '-' or '_'")
+        raise ConfigError(garden, "must be 1-32 letters, digits, '-' or '_'")
     if not NAME_RE.fullmatch(s.bridge_id):
-        raise ConfigError("bridge.id", "must be 1-32 letters, digits, '-' or '_'")
+        raise ConfigError(bridge_id, "must be 1-32 letters, digits, '-' or '_'")
     if s.spool_max_rows < 100:
         raise ConfigError("bridge.spool_max_rows", "must be at least 100")
     if s.spool_synchronous not in ("normal", "full"):
@@ -222,5 +244,9 @@ def _validate(s: BridgeSettings) -> None:
         raise ConfigError("bridge.keepalive_s", "must be 5-3600 seconds")
     if s.baudrate <= 0:
         raise ConfigError("bridge.baudrate", "must be positive")
-    if s.command_timeout_s <= 0 or s.command_retries < 1:
-        raise ConfigError("bridge.command_timeout_s", "timeout must be > 0 and retries >= 1")
+    if not s.command_timeout_s > 0:
+        raise ConfigError("bridge.command_timeout_s", "must be more than 0 seconds")
+    if s.command_retries < 1:
+        raise ConfigError("bridge.command_retries", "must be at least 1")
+    if not s.status_interval_s > 0:
+        raise ConfigError("bridge.status_interval_s", "must be more than 0 seconds")

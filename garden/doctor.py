@@ -13,21 +13,33 @@ against InfluxDB's ``Date`` header, and against the newest reading's time,
 which the bridge stamps), the watch's config (readable, a latitude,
 people to tell, a mail server that answers), and the commons (its config, a
 hub that answers volunteers' requests, a rota whose people can be reached).
+
+``garden doctor --security`` runs :func:`run_security_checks` instead: what is
+open, each with its fix. Anonymous MQTT (it tries to connect without
+credentials), weak or default secrets, InfluxDB credentials with too much scope
+(:func:`garden.influx_access.check_scopes`), broker and InfluxDB URLs that send
+passwords in clear text over a network, secret files that others may read, and
+secrets written in the config file or straight into the environment.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import urllib3
 
 from firmware_bridge.errors import BridgeError, BrokerUnreachable, ConfigError
-from firmware_bridge.mqtt_link import read_retained
+from firmware_bridge.mqtt_link import BrokerAddress, read_retained
 from firmware_bridge.topics import Topics
 from garden.commons.settings import CommonsSettings
 from garden.garden_status import READING_MEASUREMENTS, format_age
@@ -391,4 +403,280 @@ def run_checks(
         checks += check_watch(watch)
     if commons is not None and not checks[0].failed:
         checks += check_commons(settings, commons, watch, checks)
+    return checks
+
+
+# ---------------------------------------------------------------- --security
+
+# Secrets anyone would try first: the defaults of the tools we use and of their docs.
+KNOWN_DEFAULTS = frozenset(
+    {
+        "admin",
+        "password",
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "garden",
+        "demo",
+        "mosquitto",
+        "mqtt",
+        "influxdb",
+        "influx",
+        "grafana",
+        "public",
+        "guest",
+        "root",
+        "default",
+        "test",
+        "letmein",
+        "123456",
+        "12345678",
+        "password1",
+        "qwerty",
+        "admin123",
+        "passw0rd",
+    }
+)
+MIN_SECRET_LENGTH = 16  # garden secure init and make-secrets.sh make 32 random letters and digits
+FIX_SECRET = "garden secure init --rotate <name>, then point its *_FILE at the new file (docs/security.md)"
+DIRECT_SECRETS = (
+    "GARDEN_MQTT_PASSWORD",
+    "GARDEN_INFLUX_PASSWORD",
+    "GARDEN_INFLUX_TOKEN",
+    "GARDEN_INFLUX_READ_PASSWORD",
+    "GARDEN_INFLUX_READ_TOKEN",
+    "GARDEN_INFLUX_ADMIN_PASSWORD",
+    "GARDEN_SMTP_PASSWORD",
+    "GARDEN_NTFY_TOKEN",
+    "GARDEN_GRAFANA_TOKEN",
+    "GARDEN_GRAFANA_PASSWORD",
+)
+SECRET_KEY_RE = re.compile(r"pass(word)?|passwd|token|secret|api_?key|private_?key", re.IGNORECASE)
+NOT_SECRET_FILES = frozenset({"README.md", ".gitignore"})
+
+
+def judge_secret(name: str, value: str | None, username: str | None = None) -> Check | None:
+    """A weak or default secret fails; None when there is none to judge."""
+    if not value:
+        return None
+    check = f"{name} strength"
+    if value.lower() in KNOWN_DEFAULTS or (username and value.lower() == username.lower()):
+        return Check(
+            check, FAIL, "is a well-known default (or the user name): the first thing anyone tries", FIX_SECRET
+        )
+    if len(value) < MIN_SECRET_LENGTH:
+        return Check(check, FAIL, f"is {len(value)} characters, fewer than {MIN_SECRET_LENGTH}: guessable", FIX_SECRET)
+    return Check(check, OK, f"{len(value)} characters, not a known default")
+
+
+def check_anonymous_mqtt(broker: BrokerAddress) -> Check:
+    """Connect without credentials, as anyone on the garden's Wi-Fi could."""
+    anonymous = BrokerAddress(broker.host, broker.port, broker.tls)
+    try:
+        read_retained(anonymous, (), wait_s=0.0)
+    except BrokerUnreachable as err:
+        if _is_auth_refusal(err.problem):
+            return Check("mqtt anonymous", OK, f"{anonymous!r} refuses clients without a password")
+        return Check("mqtt anonymous", SKIP, f"not checked: {anonymous!r}: {err.problem}")
+    return Check(
+        "mqtt anonymous",
+        FAIL,
+        f"{anonymous!r} accepts clients without a password: anyone who reaches it may publish readings and configs",
+        "allow_anonymous false, with a password_file and an acl_file (deploy/mosquitto/mosquitto-native.conf; "
+        "garden secure init makes both)",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def judge_transport(name: str, encrypted: bool, host: str, fix: str) -> Check:
+    """Clear text is fine on loopback; a single-label name (a compose service, ``mosquitto``) is
+    a container network or a local name: a warning; any other host is a network: a failure."""
+    if encrypted:
+        return Check(name, OK, "encrypted (TLS)")
+    if _is_loopback(host):
+        return Check(name, OK, f"{host}: loopback, never leaves this machine")
+    if "." not in host and ":" not in host:
+        return Check(name, WARN, f"{host}: clear text; fine on compose's own network, not across Wi-Fi", fix)
+    return Check(name, FAIL, f"{host}: passwords and readings cross the network in clear text", fix)
+
+
+def check_transports(settings: HubSettings) -> list[Check]:
+    b = settings.broker
+    mqtt = judge_transport(
+        "mqtt tls", b.tls, b.host, "mqtts://<host>:8883 with the broker's TLS listener (docs/security.md, 'TLS')"
+    )
+    url = urlsplit(settings.influx.url)
+    influx = judge_transport(
+        "influxdb tls",
+        url.scheme == "https",
+        url.hostname or "",
+        "https:// (a reverse proxy with TLS, or InfluxDB's own https-enabled)",
+    )
+    return [mqtt, influx]
+
+
+def _secret_paths(env: Mapping[str, str], dirs: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    files = [Path(v) for k, v in env.items() if k.endswith("_FILE") and k.startswith(("GARDEN_", "GF_")) and v]
+    found_dirs = [d for d in dirs if d.is_dir()]
+    for d in found_dirs:
+        for path in sorted(d.rglob("*")):
+            if path.is_file() and path.name not in NOT_SECRET_FILES and not path.name.startswith("."):
+                files.append(path)
+    return list(dict.fromkeys(files)), found_dirs
+
+
+def check_secret_files(env: Mapping[str, str], dirs: Iterable[Path]) -> list[Check]:
+    """Secret files (every ``*_FILE``, everything in the secrets directories) that group or others may read."""
+    files, found_dirs = _secret_paths(env, dirs)
+    checks: list[Check] = []
+    for d in found_dirs:
+        mode = d.stat().st_mode & 0o777
+        if mode & 0o077:
+            checks.append(
+                Check("secrets directory", FAIL, f"{d} is {mode:04o}: others may list or enter it", f"chmod 0700 {d}")
+            )
+    loose = []
+    for path in files:
+        try:
+            mode = path.stat().st_mode & 0o777  # a link's target
+        except OSError:
+            continue  # a missing file is the settings' error, not this one's
+        if mode & 0o077:
+            loose.append((path, mode))
+    for path, mode in loose:
+        who = "others" if mode & 0o007 else "its group"
+        checks.append(Check("secret file mode", FAIL, f"{path} is {mode:04o}: {who} may read it", f"chmod 0600 {path}"))
+    if not loose and files:
+        where = ", ".join(str(d) for d in found_dirs) or "the *_FILE variables"
+        checks.append(Check("secret file mode", OK, f"{len(files)} files ({where}): none readable by others"))
+    if not files:
+        checks.append(
+            Check(
+                "secret file mode",
+                SKIP,
+                "no secret files to check: no *_FILE variable, no secrets directory (--secrets-dir)",
+            )
+        )
+    return checks
+
+
+def _walk(table: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _walk(value, path + ".")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    yield from _walk(item, f"{path}[{i}].")
+                else:
+                    yield f"{path}[{i}]", item
+        else:
+            yield path, value
+
+
+def check_config_secrets(path: Path | None, data: Mapping[str, Any]) -> list[Check]:
+    """Secrets written into garden.toml: a key named like one, or a URL with a password in it."""
+    if path is None:
+        return [Check("config secrets", SKIP, "no config file")]
+    found = []
+    for key, value in _walk(data):
+        if not isinstance(value, str) or not value:
+            continue
+        leaf = key.rsplit(".", 1)[-1].split("[")[0]
+        if SECRET_KEY_RE.search(leaf) and not leaf.endswith(("_file", "_username", "_user")):
+            found.append(key)
+        elif "://" in value:
+            try:
+                if urlsplit(value).password:
+                    found.append(f"{key} (a password in the URL)")
+            except ValueError:
+                continue
+    if found:
+        return [
+            Check(
+                "config secrets",
+                FAIL,
+                f"{path} holds secrets: {', '.join(found)}",
+                "move each into a 0600 file named by its GARDEN_*_FILE variable (docs/configuration.md)",
+            )
+        ]
+    return [Check("config secrets", OK, f"{path} holds no secret")]
+
+
+def check_env_secrets(env: Mapping[str, str]) -> list[Check]:
+    direct = [name for name in DIRECT_SECRETS if env.get(name)]
+    if not direct:
+        return [Check("secrets in environment", OK, "none set directly: they come from *_FILE files")]
+    return [
+        Check(
+            "secrets in environment",
+            WARN,
+            f"{', '.join(direct)} set directly: visible in /proc/<pid>/environ and `docker inspect`",
+            "set the *_FILE variable instead, naming a 0600 file",
+        )
+    ]
+
+
+def check_influx_scopes(settings: HubSettings) -> list[Check]:
+    from garden.influx_access import check_scopes
+
+    rows = check_scopes(settings.influx)
+    if len(rows) == 1 and rows[0][1] == "influxdb" and rows[0][0] == FAIL:
+        return [
+            Check(
+                "influxdb scopes",
+                SKIP,
+                f"not checked: {rows[0][2].split('. Is it')[0]}",
+                "garden doctor (without --security) says why",
+            )
+        ]
+    fixes = {FAIL: "docs/security.md, 'What each credential may do'", WARN: None, OK: None}
+    return [Check(f"influxdb {subject}", status, message, fixes.get(status)) for status, subject, message in rows]
+
+
+def run_security_checks(
+    settings: HubSettings,
+    *,
+    config_path: Path | None,
+    config_data: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    secret_dirs: Iterable[Path] = (),
+) -> list[Check]:
+    env = os.environ if env is None else env
+    b = settings.broker
+    checks = [check_anonymous_mqtt(b)]
+    influx = settings.influx
+    for check in (
+        judge_secret("mqtt password", b.password, b.username),
+        judge_secret("influxdb password", influx.password, influx.username),
+        judge_secret("influxdb read password", influx.read_password, influx.read_username),
+        judge_secret("influxdb token", influx.token),
+        judge_secret("influxdb read token", influx.read_token),
+    ):
+        if check is not None:
+            checks.append(check)
+    if b.username and not b.password:
+        checks.append(
+            Check(
+                "mqtt password",
+                WARN,
+                f"user {b.username} has no password set",
+                "GARDEN_MQTT_PASSWORD_FILE=<a 0600 file> (garden secure init makes them)",
+            )
+        )
+    checks += check_influx_scopes(settings)
+    checks += check_transports(settings)
+    checks += check_secret_files(env, secret_dirs)
+    checks += check_config_secrets(config_path, config_data)
+    checks += check_env_secrets(env)
     return checks

@@ -124,9 +124,14 @@ def connect(
         from grafana_client.api import GrafanaApi
     except ImportError:  # pragma: no cover - depends on the machine
         raise GrafanaError("grafana-client is not installed: pip install grafana-client") from None
+    # Never echo the URL, and refuse one with a user or password in it (grafana-client would
+    # log in with them): every message and report that names the Grafana would show them.
+    if "@" in url:
+        raise GrafanaError("the Grafana URL holds a user or password: set GARDEN_GRAFANA_TOKEN, or "
+                           "GARDEN_GRAFANA_USER and GARDEN_GRAFANA_PASSWORD, instead")  # fmt: skip
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise GrafanaError(f"Grafana URL {url!r} must look like http://host:3000")
+        raise GrafanaError("the Grafana URL must look like http://host:3000")
     path = parts.path if parts.path.endswith("/") else parts.path + "/"  # grafana-client appends "api"
     url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
     credential: str | tuple[str, str] | None = None

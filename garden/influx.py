@@ -9,7 +9,13 @@
   mapping) and 3.x all answer. User input goes only in bound parameters
   (``params``), never into the query text. No Flux anywhere.
 - **Auth**: a token (2.x, 3.x: ``Authorization: Token``) or a user and password
-  (1.x: basic auth).
+  (1.x: basic auth). Two credentials, so each can be scoped to its job: the
+  *write* credential (``token`` or ``username``/``password``) is used only for
+  writes; the *read* credential (``read_token`` or ``read_username``/
+  ``read_password``) for every ``/query``. Without a read credential, queries
+  use the write one (a dev setup with auth off, or a single credential that
+  may do both). docs/deploy.md, "InfluxDB credentials", and
+  :mod:`garden.influx_access` (the 1.x users, and the checks of each scope).
 
 Errors are :class:`InfluxError` subclasses whose message names the command
 that fixes them.
@@ -50,13 +56,20 @@ class InfluxUnreachable(InfluxError):
 
 
 class InfluxAuthError(InfluxError):
-    def __init__(self, url: str, problem: str) -> None:
-        super().__init__(
-            f"InfluxDB at {url} refused our credentials ({problem}). Check GARDEN_INFLUX_TOKEN "
-            "(2.x/3.x) or GARDEN_INFLUX_USERNAME/GARDEN_INFLUX_PASSWORD (1.x); "
-            "`garden doctor` shows which is used"
-        )
+    """InfluxDB refused a credential (HTTP 401: unknown user, wrong password or token) or
+    refused what it asked for (``forbidden``, HTTP 403: a write credential that may not read,
+    a read credential that may not write). The message names the credential and its variables."""
+
+    def __init__(self, url: str, problem: str, credential: Credential | None = None, *,
+                 forbidden: bool = False, action: str = "") -> None:  # fmt: skip
+        who = credential.describe() + credential.note() if credential is not None else "ours"
+        hint = credential.env_hint() if credential is not None else WRITE_VARS
+        head = f"InfluxDB at {url} refused our credentials: {who}" + (f" may not {action}" if forbidden else "")
+        super().__init__(f"{head} ({problem}). Check {hint}; `garden doctor --security` shows each one's scope")
         self.url = url
+        self.problem = problem
+        self.credential = credential
+        self.forbidden = forbidden
 
 
 class InfluxMissingDatabase(InfluxError):
@@ -83,20 +96,101 @@ class InfluxQueryError(InfluxError):
         self.problem = problem
 
 
+WRITE_VARS = "GARDEN_INFLUX_TOKEN (2.x/3.x) or GARDEN_INFLUX_USERNAME/GARDEN_INFLUX_PASSWORD (1.x)"
+READ_VARS = "GARDEN_INFLUX_READ_TOKEN (2.x/3.x) or GARDEN_INFLUX_READ_USERNAME/GARDEN_INFLUX_READ_PASSWORD (1.x)"
+ADMIN_VARS = "GARDEN_INFLUX_ADMIN_USERNAME/GARDEN_INFLUX_ADMIN_PASSWORD"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """One way of authenticating: a token, a user and password, or nothing (anonymous).
+
+    ``role`` is what it is for: ``write``, ``read``, ``admin`` or ``anonymous``;
+    ``stand_in`` marks the write credential used for queries because no read
+    credential is set. Its repr never shows the secret."""
+
+    role: str
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    stand_in: bool = False
+
+    @property
+    def is_set(self) -> bool:
+        return bool(self.token or self.username)
+
+    def headers(self) -> dict[str, str]:
+        if self.token:
+            return {"Authorization": f"Token {self.token}"}
+        if self.username:
+            import urllib3
+
+            # UTF-8, as curl and the influx CLI send it: influxd compares the bytes.
+            return urllib3.make_headers(
+                basic_auth=f"{self.username}:{self.password or ''}", basic_auth_encoding="utf-8"
+            )
+        return {}
+
+    def kind(self) -> str:
+        """``token``, ``user <name>`` or ``no credentials``: what may be shown."""
+        return "token" if self.token else (f"user {self.username}" if self.username else "no credentials")
+
+    def describe(self) -> str:
+        if self.role == "anonymous":
+            return "anonymous requests"
+        if not self.is_set:
+            return "anonymous requests (no credential is set)"
+        return f"the {self.role} credential ({self.kind()})"
+
+    def note(self) -> str:
+        """Why this credential was used, when that is not obvious."""
+        return ", used for queries as no read credential is set," if self.stand_in else ""
+
+    def env_hint(self) -> str:
+        if self.role == "read":
+            return READ_VARS
+        if self.role == "admin":
+            return ADMIN_VARS
+        if self.stand_in or (self.role == "write" and not self.is_set):
+            return f"{WRITE_VARS}, or set a read credential: {READ_VARS}"
+        return WRITE_VARS
+
+    def __repr__(self) -> str:  # never show secrets
+        return f"Credential({self.role}, {self.kind()})"
+
+
+ANONYMOUS = Credential("anonymous")
+
+
 @dataclass(frozen=True, slots=True)
 class InfluxSettings:
     url: str = "http://127.0.0.1:8086"
     database: str = "garden"
     retention_policy: str = ""  # "" is the database's default
-    token: str | None = None
+    token: str | None = None  # the write credential: writes only ...
     username: str | None = None
     password: str | None = None
     org: str = "garden"
     timeout_s: float = 10.0
+    read_token: str | None = None  # ... the read credential: every /query (else the write one)
+    read_username: str | None = None
+    read_password: str | None = None
+
+    @property
+    def has_read_credential(self) -> bool:
+        return bool(self.read_token or self.read_username)
+
+    def credential(self, *, read: bool) -> Credential:
+        """The credential for queries (``read``) or for writes."""
+        if read and self.has_read_credential:
+            return Credential("read", self.read_token, self.read_username, self.read_password)
+        stand_in = read and bool(self.token or self.username)
+        return Credential("write", self.token, self.username, self.password, stand_in=stand_in)
 
     def __repr__(self) -> str:  # never show secrets
-        auth = "token" if self.token else ("user " + self.username if self.username else "no auth")
-        return f"InfluxSettings({self.url}, db={self.database}, {auth})"
+        write = self.credential(read=False).kind()
+        read = self.credential(read=True).kind() if self.has_read_credential else "as write"
+        return f"InfluxSettings({self.url}, db={self.database}, write: {write}, read: {read})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,36 +246,37 @@ class Influx:
 
     # ----------------------------------------------------------- plumbing
 
-    def _headers(self) -> dict[str, str]:
-        s = self.settings
-        if s.token:
-            return {"Authorization": f"Token {s.token}"}
-        if s.username:
-            import urllib3
-
-            return urllib3.make_headers(basic_auth=f"{s.username}:{s.password or ''}")
-        return {}
-
     def _request(self, method: str, path: str, fields: Mapping[str, str] | None = None,
-                 body: bytes | None = None) -> urllib3.BaseHTTPResponse:  # fmt: skip
+                 body: bytes | None = None, *, credential: Credential) -> urllib3.BaseHTTPResponse:  # fmt: skip
         import urllib3
 
         url = self.settings.url.rstrip("/") + path
+        headers = credential.headers()
         try:
             if body is not None:
                 query = "&".join(f"{k}={quote(v)}" for k, v in (fields or {}).items())
-                return self._http.request(method, f"{url}?{query}", body=body, headers=self._headers())
-            return self._http.request(method, url, fields=fields, headers=self._headers())
+                return self._http.request(method, f"{url}?{query}", body=body, headers=headers)
+            return self._http.request(method, url, fields=fields, headers=headers)
         except urllib3.exceptions.HTTPError as err:
             raise InfluxUnreachable(self.settings.url, _reason(err)) from err
 
-    def _check(self, response: urllib3.BaseHTTPResponse, what: str) -> None:
+    def probe(self, method: str, path: str, fields: Mapping[str, str] | None = None,
+              body: bytes | None = None, *, credential: Credential) -> tuple[int, str]:  # fmt: skip
+        """One request as ``credential``: its HTTP status and (the start of) its body, whatever
+        they are. For the scope checks of :mod:`garden.influx_access`; raises only
+        :class:`InfluxUnreachable`."""
+        response = self._request(method, path, fields, body, credential=credential)
+        return response.status, response.data.decode(errors="replace")[:2000]
+
+    def _check(self, response: urllib3.BaseHTTPResponse, what: str, credential: Credential) -> None:
         status = response.status
         if status < 300:
             return
         text = response.data.decode(errors="replace")[:300]
         if status in (401, 403):
-            raise InfluxAuthError(self.settings.url, text.strip() or str(status))
+            problem = _error_text(text) or f"HTTP {status}"
+            action = "write" if what == "write" else "query"
+            raise InfluxAuthError(self.settings.url, problem, credential, forbidden=status == 403, action=action)
         if "database not found" in text or ("bucket" in text and "not found" in text):
             raise InfluxMissingDatabase(self.settings.database)
         if 400 <= status < 500 and status not in (408, 429):  # timeout and throttling pass
@@ -191,9 +286,11 @@ class Influx:
     # ---------------------------------------------------------------- API
 
     def ping(self) -> ServerInfo:
-        response = self._request("GET", "/ping")
+        # /ping needs no privilege; with 1.8's ping-auth-enabled, any valid user.
+        credential = self.settings.credential(read=True)
+        response = self._request("GET", "/ping", credential=credential)
         if response.status >= 300:
-            self._check(response, "ping")
+            self._check(response, "ping", credential)
         header = response.headers.get("X-Influxdb-Version")
         if not header:
             raise InfluxUnreachable(self.settings.url, "no X-Influxdb-Version header: is this InfluxDB?")
@@ -217,7 +314,8 @@ class Influx:
             params = {"db": self.settings.database, "precision": "ms"}
             if rp:
                 params["rp"] = rp
-            self._check(self._request("POST", "/write", params, body=body), "write")
+            credential = self.settings.credential(read=False)
+            self._check(self._request("POST", "/write", params, body=body, credential=credential), "write", credential)
 
     def _write_v2(self, body: bytes, rp: str) -> None:
         import urllib3
@@ -226,6 +324,7 @@ class Influx:
         from influxdb_client.rest import ApiException
 
         s = self.settings
+        credential = s.credential(read=False)  # never the read credential: this client only writes
         if self._client is None:
             # 1.8 takes "user:password" as the token; 2.x/3.x a real token.
             token = s.token or (f"{s.username}:{s.password or ''}" if s.username else "")
@@ -241,7 +340,8 @@ class Influx:
         except ApiException as err:
             text = (err.body or err.reason or "").strip() if isinstance(err.body, str | None) else str(err)
             if err.status in (401, 403):
-                raise InfluxAuthError(s.url, text) from err
+                problem = _error_text(text) or f"HTTP {err.status}"
+                raise InfluxAuthError(s.url, problem, credential, forbidden=err.status == 403, action="write") from err
             if err.status == 404:
                 raise InfluxMissingDatabase(bucket) from err
             if err.status is not None and 400 <= err.status < 500 and err.status not in (408, 429):
@@ -251,12 +351,14 @@ class Influx:
             raise InfluxUnreachable(s.url, _reason(err)) from err
 
     def query(self, q: str, params: Mapping[str, Any] | None = None, *, database: str | None = None) -> list[Series]:
-        """Run InfluxQL; user input only in ``params`` (``$name`` in ``q``). Times in epoch ms."""
+        """Run InfluxQL, as the read credential; user input only in ``params`` (``$name`` in ``q``).
+        Times in epoch ms."""
         fields = {"q": q, "db": database or self.settings.database, "epoch": "ms"}
         if params:
             fields["params"] = json.dumps(params)
-        response = self._request("POST", "/query", fields)
-        self._check(response, "query")
+        credential = self.settings.credential(read=True)
+        response = self._request("POST", "/query", fields, credential=credential)
+        self._check(response, "query", credential)
         try:
             doc = json.loads(response.data)
         except ValueError as err:
@@ -266,6 +368,10 @@ class Influx:
             if "error" in result:
                 if "database not found" in result["error"]:
                     raise InfluxMissingDatabase(database or self.settings.database)
+                if is_refusal(result["error"]):  # 2.x answers some refusals in the results, with 200
+                    raise InfluxAuthError(
+                        self.settings.url, result["error"], credential, forbidden=True, action="query"
+                    )
                 raise InfluxQueryError(q, result["error"])
             for series in result.get("series", []):
                 out.append(
@@ -279,8 +385,29 @@ class Influx:
         return out
 
     def execute(self, statement: str) -> None:
-        """An administrative InfluxQL statement (CREATE DATABASE ...). No user input here."""
+        """An administrative InfluxQL statement (CREATE DATABASE ...), as the read credential
+        (so with settings whose only credential is an admin's). No user input here."""
         self.query(statement, database="")
+
+
+def is_refusal(text: str) -> bool:
+    """Whether an InfluxDB error message says "not allowed" (1.x: "not authorized to execute
+    statement ..."; 2.x: "insufficient permissions", "unauthorized access")."""
+    lowered = text.lower()
+    return "not authorized" in lowered or "insufficient permission" in lowered or "unauthorized" in lowered
+
+
+def _error_text(body: str) -> str:
+    """The ``error`` (1.x) or ``message`` (2.x) of a JSON error body; else the body itself."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body.strip()
+    if isinstance(doc, dict):
+        for key in ("error", "message"):
+            if isinstance(doc.get(key), str):
+                return str(doc[key])
+    return body.strip()
 
 
 def _reason(err: Exception) -> str:

@@ -24,9 +24,13 @@ def free_port() -> int:
 
 
 class Influxd:
-    """InfluxDB 1.x (``influxd``) on loopback, auth off. ``url`` is its HTTP API."""
+    """InfluxDB 1.x (``influxd``) on loopback. ``url`` is its HTTP API.
 
-    def __init__(self, workdir: Path) -> None:
+    Auth is off, unless ``auth``: then ``[http] auth-enabled = true``, and until
+    someone creates an admin user, InfluxDB refuses everything but that.
+    """
+
+    def __init__(self, workdir: Path, *, auth: bool = False) -> None:
         if not Path(INFLUXD).exists():
             pytest.fail("influxd is not installed: run scripts/setup.sh (apt-get install influxdb)")
         self.port = free_port()
@@ -39,7 +43,8 @@ class Influxd:
             f'[data]\n  dir = "{workdir}/data"\n  wal-dir = "{workdir}/wal"\n  query-log-enabled = false\n'
             "[monitor]\n  store-enabled = false\n"
             f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
-            '[logging]\n  level = "warn"\n'
+            + ("  auth-enabled = true\n" if auth else "")
+            + '[logging]\n  level = "warn"\n'
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -9,10 +9,12 @@
 #   buckets        <bucket> (raw, made by the setup), <bucket>/hourly, <bucket>/daily
 #   DBRP mappings  database <database>, RPs raw (default), hourly, daily, so that
 #                  InfluxQL (the hub, Grafana) finds the buckets
-#   tokens         hub: write-only on those buckets (read too when
-#                  GARDEN_HUB_INFLUX_READ=true); grafana: read-only on them.
-#                  Written to $GARDEN_TOKENS_DIR/{hub,grafana}.token, each
-#                  readable only by the uid of the container that reads it.
+#   tokens         on those buckets, each in a file of $GARDEN_TOKENS_DIR readable
+#                  only by the uid of the container that reads it:
+#                    hub.token       the hub's writes: write-only (GARDEN_INFLUX_TOKEN_FILE)
+#                    hub-read.token  the hub's queries (watch warm-up, rollups): read-only
+#                                    (GARDEN_INFLUX_READ_TOKEN_FILE)
+#                    grafana.token   Grafana's: read-only
 #
 # A token file that is lost, or whose permissions no longer match, is replaced
 # by a new token (the old authorization is deleted). Native installs can run it
@@ -24,7 +26,7 @@
 # GARDEN_INFLUX_DATABASE [garden], GARDEN_INFLUX_ADMIN_USER [admin],
 # GARDEN_INFLUX_RETENTION [400d], GARDEN_INFLUX_HOURLY_RETENTION [1826d],
 # GARDEN_INFLUX_DAILY_RETENTION [0 = forever], GARDEN_TOKENS_DIR [/garden-tokens],
-# GARDEN_HUB_UID [10001], GARDEN_GRAFANA_UID [472], GARDEN_HUB_INFLUX_READ [true],
+# GARDEN_HUB_UID [10001], GARDEN_GRAFANA_UID [472],
 # GARDEN_INFLUX_WAIT_S [60] (how long to wait for InfluxDB to answer).
 # tests/deploy/test_influx_init.py runs it against a stand-in influx CLI.
 set -euo pipefail
@@ -46,7 +48,10 @@ admin_user=${GARDEN_INFLUX_ADMIN_USER:-admin}
 tokens_dir=${GARDEN_TOKENS_DIR:-/garden-tokens}
 hub_uid=${GARDEN_HUB_UID:-10001}
 grafana_uid=${GARDEN_GRAFANA_UID:-472}
-hub_read=${GARDEN_HUB_INFLUX_READ:-true}
+if [ -n "${GARDEN_HUB_INFLUX_READ:-}" ]; then
+    # Before the hub had two tokens, this gave its one token read rights as well.
+    say "GARDEN_HUB_INFLUX_READ is no longer used: the hub writes with hub.token (write-only) and reads with hub-read.token (read-only)"
+fi
 
 if [ -z "${INFLUX_TOKEN:-}" ]; then
     [ -n "${GARDEN_INFLUX_ADMIN_TOKEN_FILE:-}" ] || die "set INFLUX_TOKEN or GARDEN_INFLUX_ADMIN_TOKEN_FILE"
@@ -148,12 +153,14 @@ ensure_token() { # description file uid permission-flags...
     say "created token $description -> $file (${spec})"
 }
 
-hub_flags=(--write-bucket "$raw_id" --write-bucket "$hourly_id" --write-bucket "$daily_id")
-if [ "$hub_read" = true ]; then
-    hub_flags+=(--read-bucket "$raw_id" --read-bucket "$hourly_id" --read-bucket "$daily_id")
-fi
-ensure_token garden-hub "$tokens_dir/hub.token" "$hub_uid" "${hub_flags[@]}"
-ensure_token garden-grafana "$tokens_dir/grafana.token" "$grafana_uid" \
-    --read-bucket "$raw_id" --read-bucket "$hourly_id" --read-bucket "$daily_id"
+# Each token does one thing: the hub's two are used by one process, but a leaked
+# write token cannot read the garden's history, and a leaked read token (like
+# Grafana's) cannot change it. A hub.token from before, which could read too, no
+# longer matches its spec and is replaced by a write-only one.
+write_flags=(--write-bucket "$raw_id" --write-bucket "$hourly_id" --write-bucket "$daily_id")
+read_flags=(--read-bucket "$raw_id" --read-bucket "$hourly_id" --read-bucket "$daily_id")
+ensure_token garden-hub "$tokens_dir/hub.token" "$hub_uid" "${write_flags[@]}"
+ensure_token garden-hub-read "$tokens_dir/hub-read.token" "$hub_uid" "${read_flags[@]}"
+ensure_token garden-grafana "$tokens_dir/grafana.token" "$grafana_uid" "${read_flags[@]}"
 
 say "ready: org $org, buckets $bucket{,/hourly,/daily}, database $database (raw default)"

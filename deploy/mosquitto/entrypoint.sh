@@ -7,7 +7,9 @@
 #   GARDEN_MQTT_USERS   "name=/run/secrets/file ..." one entry per MQTT user
 #   GARDEN_MQTT_AUTH_DIR  where passwd, acl and the health password go
 #                         (default /mosquitto/auth, a tmpfs: hashes are never kept)
-#   GARDEN_MOSQUITTO_CONF, GARDEN_MQTT_ACL, GARDEN_MQTT_DATA_DIR, MOSQUITTO: paths
+#   GARDEN_MQTT_ACL     the garden's ACL (compose: /run/secrets/mosquitto_acl, made by
+#                       `garden secure init`); copied next to the password file
+#   GARDEN_MOSQUITTO_CONF, GARDEN_MQTT_DATA_DIR, MOSQUITTO: paths
 #
 # It also makes a random password for the `health` user, which the container's
 # healthcheck uses to read $SYS/broker/uptime. tests/deploy/test_compose.py runs
@@ -29,6 +31,10 @@ fail() {
 [ -f "$conf" ] || fail "no broker config at $conf"
 [ -f "$acl" ] || fail "no ACL file at $acl"
 
+# Everything made from here on is private to its owner, the broker included (exec
+# keeps the umask): the password file, the ACL copy, and the persistence file
+# (mosquitto.db holds retained messages: claims, configs). Mosquitto 2.0 writes
+# mosquitto.db as 0600 whatever the umask; the umask covers what else it creates.
 umask 077
 mkdir -p "$auth_dir"
 plain="$auth_dir/passwd.new"
@@ -68,6 +74,10 @@ if [ "$(id -u)" = 0 ] && id mosquitto >/dev/null 2>&1; then
     if [ -d "$data_dir" ]; then
         chown -R mosquitto:mosquitto "$data_dir"
     fi
+fi
+if [ -d "$data_dir" ]; then
+    chmod 0700 "$data_dir"
+    find "$data_dir" -maxdepth 1 -type f -name 'mosquitto.db*' -exec chmod 0600 {} +
 fi
 
 exec "${MOSQUITTO:-/usr/sbin/mosquitto}" -c "$conf"

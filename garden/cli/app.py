@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from firmware_bridge import __version__
@@ -32,6 +33,7 @@ from garden.cli._shared import (
     MqttOpt,
     WaitOpt,
     console,
+    err_console,
     fail,
     hub_settings,
 )
@@ -39,7 +41,9 @@ from garden.cli.alerts_cmd import alerts_app
 from garden.cli.commons_cmd import commons_app, harvest_app, me, member_app, rota_app
 from garden.cli.dashboards_cmd import dashboards_app
 from garden.cli.doctor_cmd import doctor
+from garden.cli.influx_cmd import influx_app
 from garden.cli.node_cmd import node_app
+from garden.cli.secure_cmd import secure_app
 from garden.cli.status_cmd import readings, status
 from garden.cli.water_cmd import beds_app, water_app
 from garden.errors import GardenError
@@ -49,6 +53,8 @@ app = typer.Typer(
     help="Garden Commons: sensors, watering and the shared work of a community garden.",
     no_args_is_help=True,
     add_completion=False,
+    # A traceback must never print local variables: they may hold a password.
+    pretty_exceptions_show_locals=False,
 )
 bridge_app = typer.Typer(help="The bridge from sensor nodes (serial) to the broker (MQTT).", no_args_is_help=True)
 app.add_typer(bridge_app, name="bridge")
@@ -217,11 +223,17 @@ def bridge_status(
         console.print(f"No bridge or node has reported for garden {settings.garden!r} on {settings.broker!r}.")
         return
     table = Table(title=f"Bridges of garden {settings.garden}")
-    for column in ("bridge", "state", "ports open", "rejected lines", "spool", "published"):
+    for column in ("bridge", "state", "ports open", "rejected lines", "spool", "published", "refused"):
         table.add_column(column)
+    refusing = []
     for name, b in sorted(bridges.items()):
         ports = b.get("ports", {})
         rejected = sum(sum(p.get("rejects", {}).values()) for p in ports.values())
+        # Readings the broker refused for good (PUBACK 0x87 "not authorized": a node
+        # missing from the bridge's ACL block), dropped by the bridge: docs/security.md.
+        refused = b.get("counters", {}).get("refused", 0)
+        if refused:
+            refusing.append(name)
         table.add_row(
             name,
             b.get("state", "?"),
@@ -229,8 +241,16 @@ def bridge_status(
             str(rejected),
             str(b.get("spool", {}).get("depth", "?")),
             str(b.get("counters", {}).get("published", 0)),
+            f"[red]{refused}[/red]" if refused else "0",
         )
     console.print(table)
+    if refusing:
+        console.print(
+            f"[yellow]The broker refused readings from {', '.join(refusing)}[/yellow]: a node that is not in its "
+            "bridge's ACL block? Add it to [bridges.<id>] nodes, run `garden secure init`, reload the broker "
+            "(docs/security.md, 'Adding a node').",
+            highlight=False,
+        )
     table = Table(title="Nodes")
     for column in ("node", "state", "fw", "interval", "boot", "seq", "lost", "battery"):
         table.add_column(column)
@@ -340,13 +360,21 @@ def hub_init(
     as_json: Annotated[bool, typer.Option("--json", help="Print what was done as JSON.")] = False,
 ) -> None:
     """Create the InfluxDB database and its retention policies (raw, hourly, daily) on 1.x."""
-    from garden.influx import Influx
+    from garden.influx import Influx, InfluxAuthError
+    from garden.influx_access import as_admin
     from garden.schema import ensure_schema
+    from garden.settings import influx_admin_settings
 
     settings = hub_settings(config, influx_url=influx)
-    client = Influx(settings.influx)
+    try:  # with auth on, only an admin may create databases
+        admin = influx_admin_settings(settings.influx)
+    except ConfigError as err:
+        fail(f"config {err}", EXIT_USAGE)
+    client = Influx(admin or settings.influx)
     try:
         done = ensure_schema(client)
+    except InfluxAuthError as err:
+        fail(str(as_admin(err, admin) if admin is not None else err))
     except GardenError as err:
         fail(str(err))
     finally:
@@ -376,8 +404,7 @@ def hub_status(
         retained = read_retained(settings.broker, (topics.hub_status("+"), topics.hub_watch("+")), wait_s=wait)
     except BridgeError as err:
         fail(str(err))
-    hubs = {t.split("/")[3]: json.loads(p) for t, p in retained.items() if t.endswith("/status") and p}
-    watches = {t.split("/")[3]: json.loads(p) for t, p in retained.items() if t.endswith("/watch") and p}
+    hubs, watches = _json_objects(retained, "/status"), _json_objects(retained, "/watch")
     if as_json:
         print(json.dumps({"garden": settings.garden, "hubs": hubs, "watch": watches}, indent=2))
         return
@@ -409,6 +436,24 @@ def hub_status(
             f"notifications sent {sent}" + (f", failed {failed}" if failed else ""),
             highlight=False,
         )
+
+
+def _json_objects(retained: dict[str, bytes], leaf: str) -> dict[str, dict[str, Any]]:
+    """Each hub's retained JSON object on ``.../<hub><leaf>``; a payload that is not one is
+    reported on stderr and skipped (anyone allowed to publish there could have left it)."""
+    out: dict[str, dict[str, Any]] = {}
+    for topic, payload in retained.items():
+        if not topic.endswith(leaf) or not payload:
+            continue
+        try:
+            body = json.loads(payload)
+        except (ValueError, RecursionError):
+            body = None
+        if isinstance(body, dict):
+            out[topic.split("/")[3]] = body
+        else:
+            err_console.print(f"skipped {escape(topic)}: not a JSON object")
+    return out
 
 
 @hub_app.command("dead-letters")
@@ -508,6 +553,8 @@ app.add_typer(rota_app, name="rota")
 app.add_typer(harvest_app, name="harvest")
 app.command()(me)
 app.add_typer(commons_app, name="commons")
+app.add_typer(influx_app, name="influx")
+app.add_typer(secure_app, name="secure")
 
 
 def _demo_configs(settings: BridgeSettings, node_ids: list[str]) -> None:

@@ -21,28 +21,24 @@ import functools
 import getpass
 import json
 import os
-import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.settings import load_bridge_settings
 from garden.settings import load_hub_settings
+from tests.broker_tools import Client as ProbeClient
+from tests.broker_tools import adapted, debian_main_conf, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -58,6 +54,7 @@ SECRET_NAMES = {
     "influxdb_admin_password",
     "influxdb_admin_token",
     "grafana_admin_password",
+    "mosquitto_acl",  # not a password, but the garden's own: who may publish for which node
 }
 LONG_RUNNING = {"mosquitto", "influxdb", "grafana", "hub", "bridge"}
 NOT_AUTHORIZED = 0x87
@@ -67,18 +64,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-# =============================================================== docker-compose
 
 
 @functools.cache
@@ -134,7 +119,6 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
         "GARDEN_BRIDGE_ID": "greenhouse",
         "GARDEN_SERIAL_DEVICE": "/dev/serial/by-id/usb-test_Node-if00-port0",
         "GARDEN_MQTT_BIND": "0.0.0.0",
-        "GARDEN_HUB_INFLUX_READ": "true",
         "GARDEN_IMAGE_TAG": "9.9.9",
     }
     env_file = work / "test.env"
@@ -235,6 +219,23 @@ def test_hub_and_bridge(rendered: Rendered) -> None:
     # the hub's goes to GARDEN_DATA_DIR, which the image sets to the same path.
     assert bridge["environment"]["GARDEN_BRIDGE_SPOOL"].startswith("/var/lib/garden/")
     assert "GARDEN_DATA_DIR=/var/lib/garden" in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_hub_writes_and_queries_with_two_tokens(rendered: Rendered) -> None:
+    """The write-only and the read-only token that influxdb-init makes are the files the hub reads."""
+    services = rendered.config["services"]
+    hub, init = services["hub"]["environment"], services["influxdb-init"]["environment"]
+    made = re.findall(
+        r'ensure_token \S+ "\$tokens_dir/([\w.-]+)"', (ROOT / "deploy/influxdb/init-influxdb.sh").read_text()
+    )
+    assert made == ["hub.token", "hub-read.token", "grafana.token"]
+    tokens_dir = init["GARDEN_TOKENS_DIR"]
+    assert hub["GARDEN_INFLUX_TOKEN_FILE"] == f"{tokens_dir}/hub.token"
+    assert hub["GARDEN_INFLUX_READ_TOKEN_FILE"] == f"{tokens_dir}/hub-read.token"
+    assert services["grafana"]["environment"]["GARDEN_GRAFANA_INFLUX_TOKEN_FILE"] == f"{tokens_dir}/grafana.token"
+    mounts = {v.split(":")[1]: v.split(":")[2:] for v in services["hub"]["volumes"]}
+    assert mounts[tokens_dir] == ["ro"]
+    assert "GARDEN_HUB_INFLUX_READ" not in init and "GARDEN_HUB_INFLUX_READ" not in hub
 
 
 def test_ports_bind_to_loopback_unless_told(rendered: Rendered) -> None:
@@ -369,15 +370,6 @@ def conf_values(path: Path) -> dict[str, list[str]]:
     return values
 
 
-def adapted(text: str, replacements: dict[str, str], extra: str = "") -> str:
-    """``text`` with whole lines replaced; every line to replace must be there."""
-    lines = text.splitlines()
-    for old, new in replacements.items():
-        assert old in lines, f"expected the line {old!r} in the config"
-        lines[lines.index(old)] = new
-    return "\n".join(lines) + "\n" + extra
-
-
 PASSWORDS = {"shed": "shed-pw-123", "hub": "hub-pw-456", "volunteer": "volunteer-pw-789"}
 
 
@@ -502,20 +494,7 @@ def native_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     port = free_port()
     (work / "data").mkdir()
     (work / "conf.d").mkdir()
-    debian = Path("/etc/mosquitto/mosquitto.conf")
-    main = debian.read_text() if debian.exists() else DEBIAN_MAIN_CONF
-    (work / "mosquitto.conf").write_text(
-        adapted(
-            main,
-            {
-                "pid_file /run/mosquitto/mosquitto.pid": f"pid_file {work}/mosquitto.pid",
-                "persistence_location /var/lib/mosquitto/": f"persistence_location {work}/data/",
-                "log_dest file /var/log/mosquitto/mosquitto.log": f"log_dest file {work}/mosquitto.log",
-                "include_dir /etc/mosquitto/conf.d": f"include_dir {work}/conf.d",
-            },
-            extra=f"user {getpass.getuser()}\n",
-        )
-    )
+    (work / "mosquitto.conf").write_text(debian_main_conf(work))
     (work / "conf.d" / "garden.conf").write_text(
         adapted(
             (MOSQ_DIR / "mosquitto-native.conf").read_text(),
@@ -536,72 +515,12 @@ def native_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     stop_broker(b)
 
 
-# Debian's /etc/mosquitto/mosquitto.conf, for machines without the package's file.
-DEBIAN_MAIN_CONF = """\
-pid_file /run/mosquitto/mosquitto.pid
-
-persistence true
-persistence_location /var/lib/mosquitto/
-
-log_dest file /var/log/mosquitto/mosquitto.log
-
-include_dir /etc/mosquitto/conf.d
-"""
-
-
-class Client:
-    """An MQTT v5 client whose calls wait for the broker's answer and return its reason code."""
+class Client(ProbeClient):
+    """The shared probe client; a user's password defaults to the one in PASSWORDS."""
 
     def __init__(self, port: int, user: str | None, password: str | None = None, client_id: str = "") -> None:
-        self.port = port
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.1)  # type: ignore[arg-type]  # a refused client stops fast
-        if user is not None:
-            self.client.username_pw_set(user, password if password is not None else PASSWORDS.get(user))
-        self.connack: ReasonCode | None = None
-        self.connected = threading.Event()
-        self.acks: dict[int, int] = {}
-        self.subacks: dict[int, list[int]] = {}
-        self.messages: queue.SimpleQueue[tuple[str, bytes, bool]] = queue.SimpleQueue()
-        self.client.on_connect = self._on_connect
-        self.client.on_publish = lambda c, u, mid, rc, p: self.acks.__setitem__(mid, rc.value)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.__setitem__(mid, [r.value for r in rcs])
-        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload), bool(m.retain)))
-
-    def _on_connect(self, c: Any, u: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
-        self.connack = reason
-        self.connected.set()
-
-    def connect(self) -> ReasonCode:
-        self.client.connect("127.0.0.1", self.port, keepalive=10)
-        self.client.loop_start()
-        assert self.connected.wait(5), "no CONNACK"
-        assert self.connack is not None
-        return self.connack
-
-    def publish(self, topic: str, payload: bytes = b"{}", retain: bool = False) -> int:
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        wait_until(lambda: info.mid in self.acks, 5, f"PUBACK for {topic}")
-        return self.acks[info.mid]
-
-    def subscribe(self, topic: str) -> int:
-        _, mid = self.client.subscribe(topic, qos=1)
-        wait_until(lambda: mid in self.subacks, 5, f"SUBACK for {topic}")
-        return self.subacks[mid][0]
-
-    def received(self, wait: float, stop_after: int = 0) -> list[tuple[str, bytes, bool]]:
-        """What arrives within ``wait`` seconds (or as soon as ``stop_after`` messages have)."""
-        end, got = time.monotonic() + wait, []
-        while (left := end - time.monotonic()) > 0 and not (stop_after and len(got) >= stop_after):
-            try:
-                got.append(self.messages.get(timeout=left))
-            except queue.Empty:
-                break
-        return got
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        super().__init__(port, user, password if password is not None or user is None else PASSWORDS.get(user),
+                         client_id)  # fmt: skip
 
 
 @pytest.fixture
@@ -714,7 +633,7 @@ READ_RULES = [
     ("hub", "garden/r7/node/+/status", "garden/r7/node/bed-1/status", "shed", True),
     ("hub", "garden/r8/bridge/+/status", "garden/r8/bridge/shed/status", "shed", True),
     ("hub", "garden/r9/node/+/config", "garden/r9/node/bed-1/config", "volunteer", True),
-    ("hub", "homeassistant/#", "homeassistant/device/r10_bed-1/config", "shed", False),
+    ("hub", "homeassistant/#", "homeassistant/device/demo_bed-1/config", "shed", False),  # the ACL names garden demo
     ("volunteer", "garden/r11/node/+/status", "garden/r11/node/bed-1/status", "shed", True),
     ("volunteer", "garden/r12/bridge/+/status", "garden/r12/bridge/shed/status", "shed", True),
     ("volunteer", "garden/r13/hub/+/status", "garden/r13/hub/hub/status", "hub", True),
@@ -833,13 +752,14 @@ def test_wildcard_client_ids(clients: Any, client_id: str) -> None:
 
 @pytest.mark.parametrize("bad", ["shed+1", "shed#", "a/b"])
 def test_our_ids_can_never_hold_wildcards(bad: str) -> None:
-    """Client ids are garden-bridge-<garden>-<bridge> and garden-hub-<garden>-<hub>; each part is checked."""
+    """Client ids are garden-bridge-<garden>-<bridge> and garden-hub-<garden>-<hub>; each part is
+    checked, and the error names where the bad value came from (here the environment)."""
     base = {"GARDEN_CONFIG": "/dev/null"}
-    with pytest.raises(ConfigError, match=r"bridge\.id"):
+    with pytest.raises(ConfigError, match=r"GARDEN_BRIDGE_ID"):
         load_bridge_settings(env={**base, "GARDEN_BRIDGE_ID": bad})
-    with pytest.raises(ConfigError, match=r"garden\.id"):
+    with pytest.raises(ConfigError, match=r"GARDEN_GARDEN"):
         load_bridge_settings(env={**base, "GARDEN_GARDEN": bad, "GARDEN_BRIDGE_ID": "shed"})
-    with pytest.raises(ConfigError, match=r"hub\.id"):
+    with pytest.raises(ConfigError, match=r"GARDEN_HUB_ID"):
         load_hub_settings(env={**base, "GARDEN_HUB_ID": bad})
 
 

@@ -222,11 +222,13 @@ def test_first_run_creates_buckets_mappings_and_scoped_tokens(fake: Fake) -> Non
         ("garden", "hourly", buckets["garden/hourly"], False),
         ("garden", "daily", buckets["garden/daily"], False),
     }
-    hub, grafana = fake.auth("garden-hub"), fake.auth("garden-grafana")
-    # The hub reads too by default: it computes the rollups (docs/deploy.md).
-    assert writes_of(hub) == reads_of(hub) == set(buckets.values()), "the hub writes and reads"
+    hub, hub_read, grafana = fake.auth("garden-hub"), fake.auth("garden-hub-read"), fake.auth("garden-grafana")
+    # The hub has two tokens, one per job (docs/deploy.md): it writes with one and queries with the other.
+    assert writes_of(hub) == set(buckets.values()) and reads_of(hub) == set(), "the hub's write token only writes"
+    assert reads_of(hub_read) == set(buckets.values()) and writes_of(hub_read) == set(), "its read token only reads"
     assert reads_of(grafana) == set(buckets.values()) and writes_of(grafana) == set(), "Grafana only reads"
-    for name, auth in (("hub", hub), ("grafana", grafana)):
+    assert len({hub["token"], hub_read["token"], grafana["token"]}) == 3
+    for name, auth in (("hub", hub), ("hub-read", hub_read), ("grafana", grafana)):
         file = fake.tokens / f"{name}.token"
         assert file.read_text().strip() == auth["token"]
         assert stat.S_IMODE(file.stat().st_mode) == 0o400
@@ -237,33 +239,48 @@ def test_first_run_creates_buckets_mappings_and_scoped_tokens(fake: Fake) -> Non
         assert ADMIN_TOKEN not in " ".join(command)
 
 
+def token_files(fake: Fake) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(fake.tokens.glob("*.token"))}
+
+
 def test_second_run_changes_nothing(fake: Fake) -> None:
     assert fake.run().returncode == 0
-    before = (fake.state, (fake.tokens / "hub.token").read_text(), (fake.tokens / "grafana.token").read_text())
+    before = (fake.state, token_files(fake))
+    assert set(before[1]) == {"hub.token", "hub-read.token", "grafana.token"}
     again = fake.run()
     assert again.returncode == 0, again.stderr
     assert not [c for c in fake.commands() if "create" in c or "delete" in c]
-    assert (fake.state, (fake.tokens / "hub.token").read_text(), (fake.tokens / "grafana.token").read_text()) == before
+    assert (fake.state, token_files(fake)) == before
 
 
 def test_a_lost_token_file_gets_a_new_token_and_the_old_one_is_revoked(fake: Fake) -> None:
     assert fake.run().returncode == 0
-    old_grafana, hub = fake.auth("garden-grafana"), fake.auth("garden-hub")
+    old_grafana, hub, hub_read = fake.auth("garden-grafana"), fake.auth("garden-hub"), fake.auth("garden-hub-read")
     (fake.tokens / "grafana.token").unlink()
     assert fake.run().returncode == 0
     new_grafana = fake.auth("garden-grafana")
     assert new_grafana["id"] != old_grafana["id"]
     assert (fake.tokens / "grafana.token").read_text().strip() == new_grafana["token"]
-    assert fake.auth("garden-hub") == hub
+    assert fake.auth("garden-hub") == hub and fake.auth("garden-hub-read") == hub_read
 
 
-def test_a_write_only_hub_token_is_an_opt_out(fake: Fake) -> None:
+def test_an_earlier_read_write_hub_token_is_replaced_by_a_write_only_one(fake: Fake) -> None:
+    """Before the hub had two tokens, hub.token could read as well (GARDEN_HUB_INFLUX_READ=true)."""
     assert fake.run().returncode == 0
-    result = fake.run(GARDEN_HUB_INFLUX_READ="false")
+    state = fake.state
+    old = next(a for a in state["auths"] if a["description"] == "garden-hub")
+    old["permissions"] += [p.replace("write:", "read:") for p in old["permissions"]]
+    fake.state_path.write_text(json.dumps(state))
+    spec = fake.tokens / "hub.token.spec"
+    spec.write_text(spec.read_text().strip() + " " + " ".join(f"--read-bucket {b}" for b in reads_of(old)) + "\n")
+    result = fake.run(GARDEN_HUB_INFLUX_READ="true")
     assert result.returncode == 0, result.stderr
+    assert "GARDEN_HUB_INFLUX_READ is no longer used" in result.stdout
     hub = fake.auth("garden-hub")
+    assert hub["id"] != old["id"], "the token that could read is revoked"
     assert writes_of(hub) == set(fake.bucket_ids().values()) and reads_of(hub) == set()
     assert (fake.tokens / "hub.token").read_text().strip() == hub["token"]
+    assert reads_of(fake.auth("garden-hub-read")) == set(fake.bucket_ids().values())
 
 
 def test_missing_admin_token_fails_clearly(fake: Fake) -> None:

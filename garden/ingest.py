@@ -13,11 +13,11 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from firmware_bridge.topics import NAME_RE
 from garden.alerting.lifecycle import ALERT_CHANGES, SEVERITY_ORDER
-from garden.points import PointError, line, telemetry_lines
+from garden.points import FieldValue, PointError, line, telemetry_lines
 from garden.watering.need import Need
 
 MAX_PAYLOAD = 64 * 1024
@@ -33,6 +33,24 @@ _NUMBER_TYPES = (int, float)
 @functools.lru_cache(maxsize=1024)
 def _sensor_key_ok(key: str) -> bool:
     return len(key) <= 16 and NAME_RE.fullmatch(key) is not None
+
+
+# A reading's own fields and tags: a calibrated value cannot take one of these names.
+_READING_KEYS = frozenset({"raw", "seq", "boot", "error", "garden", "bed", "node", "sensor", "time"})
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_ok(name: str) -> bool:
+    return NAME_RE.fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _field_name_ok(name: str) -> bool:
+    return len(name) <= 32 and NAME_RE.fullmatch(name) is not None and name not in _READING_KEYS
+
+
+def _int64(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 class Refused(ValueError):
@@ -53,9 +71,12 @@ class Points:
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Refused("wrong_type", f"{where} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise Refused("not_finite", where)
-    return float(value)
+    try:
+        if not math.isfinite(value):
+            raise Refused("not_finite", where)
+        return float(value)
+    except OverflowError:  # an integer no float holds (JSON has no limit on digits)
+        raise Refused("out_of_range", f"{where} has {len(str(value))} digits") from None
 
 
 def _integer(value: Any, where: str, low: int, high: int) -> int:
@@ -87,6 +108,8 @@ def telemetry_points(garden: str, node: str, payload: bytes, now_ms: int) -> Poi
 
 
 def _telemetry_points(garden: str, node: str, payload: bytes, now_ms: int) -> Points:
+    if not _name_ok(node):  # the hub takes it from the topic, which it has checked
+        raise Refused("bad_name", f"node={node!r}"[:60])
     body = _load(payload)
     if body.get("node") != node:
         raise Refused("wrong_node", f"topic says {node!r}, payload says {body.get('node')!r}")
@@ -113,6 +136,8 @@ def _telemetry_points(garden: str, node: str, payload: bytes, now_ms: int) -> Po
         for name, value in fields.items():
             if type(value) not in _NUMBER_TYPES or not math.isfinite(value):
                 _number(value, f"values.{key}.{name}")
+            if not _field_name_ok(name):
+                raise Refused("bad_field_name", f"values.{key}.{name!r}"[:60])
     for key, code in errors.items():
         if not isinstance(code, str) or len(code) > 32:
             raise Refused("wrong_type", f"errors.{key}")
@@ -133,13 +158,21 @@ def node_status_points(garden: str, node: str, payload: bytes, now_ms: int) -> P
     fields: dict[str, float | int | bool | str] = {"online": body.get("state") == "online"}
     for key in ("interval_s", "last_seen", "boot", "seq", "lost", "reboots", "readings"):
         value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
+        if _int64(value):
             fields[key] = value
     battery = body.get("battery_v")
-    if isinstance(battery, int | float) and not isinstance(battery, bool) and math.isfinite(battery):
-        fields["battery_v"] = float(battery)
+    if isinstance(battery, int | float) and not isinstance(battery, bool) and -1e6 < battery < 1e6:
+        fields["battery_v"] = float(battery)  # a number, not NaN (no comparison holds), nor one no float holds
     bed = body.get("bed") if isinstance(body.get("bed"), str) and NAME_RE.fullmatch(body["bed"]) else None
-    return Points([line("node_status", {"garden": garden, "node": node, "bed": bed}, fields, now_ms)])
+    return Points([_line("node_status", {"garden": garden, "node": node, "bed": bed}, fields, now_ms)])
+
+
+def _line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, FieldValue], ts: int) -> str:
+    """:func:`garden.points.line`, its refusal (a value no line can carry) made a counted reason."""
+    try:
+        return line(measurement, tags, fields, ts)
+    except PointError as err:
+        raise Refused("unstorable", str(err)) from None
 
 
 def _obj(body: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -153,12 +186,12 @@ def bridge_status_points(garden: str, bridge: str, payload: bytes, now_ms: int) 
     counters, spool = _obj(body, "counters"), _obj(body, "spool")
     fields: dict[str, float | int | bool | str] = {"online": body.get("state") == "online"}
     for key in ("readings", "published", "rejected"):
-        if isinstance(counters.get(key), int):
+        if _int64(counters.get(key)):
             fields[key] = counters[key]
     for key in ("depth", "dropped"):
-        if isinstance(spool.get(key), int):
+        if _int64(spool.get(key)):
             fields[f"spool_{key}"] = spool[key]
-    lines = [line("bridge_status", {"garden": garden, "bridge": bridge}, fields, now_ms)]
+    lines = [_line("bridge_status", {"garden": garden, "bridge": bridge}, fields, now_ms)]
     ports = _obj(body, "ports")
     for port, info in ports.items():
         if not isinstance(info, dict) or not isinstance(port, str) or "\\" in port:
@@ -166,15 +199,15 @@ def bridge_status_points(garden: str, bridge: str, payload: bytes, now_ms: int) 
         rejects = _obj(info, "rejects")
         port_fields: dict[str, float | int | bool | str] = {"open": bool(info.get("open"))}
         for key in ("frames", "opens"):
-            if isinstance(info.get(key), int):
+            if _int64(info.get(key)):
                 port_fields[key] = info[key]
         total = 0
         for reason, count in rejects.items():
-            if isinstance(reason, str) and NAME_RE.fullmatch(reason) and isinstance(count, int):
+            if isinstance(reason, str) and NAME_RE.fullmatch(reason) and _int64(count) and _int64(total + count):
                 port_fields[f"rejects_{reason}"] = count
                 total += count
         port_fields["rejected"] = total
-        lines.append(line("bridge_port", {"garden": garden, "bridge": bridge, "port": port}, port_fields, now_ms))
+        lines.append(_line("bridge_port", {"garden": garden, "bridge": bridge, "port": port}, port_fields, now_ms))
     return Points(lines)
 
 
@@ -234,11 +267,13 @@ def alert_points(garden: str, kind: str, subject: str, payload: bytes, now_ms: i
     body = _load(payload)
     ts = _event_time(body.get("ts"), now_ms)
     transition = body.get("transition")
-    if transition not in ALERT_CHANGES:
+    if not isinstance(transition, str) or transition not in ALERT_CHANGES:
         raise Refused("bad_transition", repr(transition)[:40])
     severity = body.get("severity")
-    if severity not in SEVERITY_ORDER:
+    if not isinstance(severity, str) or severity not in SEVERITY_ORDER:  # a list or object is unhashable
         raise Refused("bad_severity", repr(severity)[:40])
+    if not NAME_RE.fullmatch(subject):
+        raise Refused("bad_name", f"subject={subject!r}"[:60])
     tags: dict[str, str | None] = {"garden": garden, "kind": kind, "subject": subject, "state": transition}
     bed = body.get("bed")
     if bed is not None:
@@ -273,7 +308,7 @@ def need_points(garden: str, bed: str, payload: bytes, now_ms: int) -> Points:
     body = _load(payload)
     ts = _event_time(body.get("ts"), now_ms)
     state = body.get("state")
-    if state not in NEED_STATES:
+    if not isinstance(state, str) or state not in NEED_STATES:
         raise Refused("bad_state", repr(state)[:40])
     fields: dict[str, float | int | bool | str] = {"state": state, "level": NEED_STATES[state]}
     for key in NEED_NUMBERS:

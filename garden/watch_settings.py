@@ -99,7 +99,7 @@ def parse_person(i: int | str, raw: Any, default_tz: str) -> Person:
         raise ConfigError(f"{path}.name", "required: 1-32 letters, digits, '-' or '_'")
     email = typed_value(raw, path, "email", str, None)
     if email is not None and ("@" not in email or any(c in email for c in " \r\n")):
-        raise ConfigError(f"{path}.email", f"not an email address: {email!r}")
+        raise ConfigError(f"{path}.email", f"not an email address: {email!r}; give one like ana@example.org")
     ntfy = typed_value(raw, path, "ntfy", str, None)
     if ntfy is not None and not NTFY_TOPIC_RE.fullmatch(ntfy):
         raise ConfigError(f"{path}.ntfy", "an ntfy topic: 1-64 letters, digits, '-' and '_'")
@@ -184,9 +184,12 @@ def load_watch_settings(config_file: Path | None = None, env: Mapping[str, str] 
     )
     if rules.lost_tolerance <= rules.late_tolerance:
         raise ConfigError("watch.lost_tolerance", "must be greater than watch.late_tolerance")
+    max_repeats = typed_value(watch_t, "watch", "max_repeats", int, 3)
+    if max_repeats < 0:
+        raise ConfigError("watch.max_repeats", "must be 0 or more (0: never repeat an alert)")
     alerts = AlertPolicy(
         repeat_every_ms=int(num("repeat_every_h", 6.0) * 3_600_000),
-        max_repeats=int(typed_value(watch_t, "watch", "max_repeats", int, 3)),
+        max_repeats=int(max_repeats),
         escalate_after_ms=int(num("escalate_after_h", 12.0) * 3_600_000),
     )
 
@@ -202,6 +205,8 @@ def load_watch_settings(config_file: Path | None = None, env: Mapping[str, str] 
         security = typed_value(smtp_t, "notify.smtp", "security", str, "starttls")
         if security not in ("starttls", "tls", "none"):
             raise ConfigError("notify.smtp.security", "must be 'starttls', 'tls' or 'none'")
+        if not 1 <= typed_value(smtp_t, "notify.smtp", "port", int, 587) <= 65535:
+            raise ConfigError("notify.smtp.port", "must be a port number, 1-65535 (587 for starttls, 465 for tls)")
         smtp = SmtpSettings(
             host=host,
             port=typed_value(smtp_t, "notify.smtp", "port", int, 587),
@@ -214,8 +219,11 @@ def load_watch_settings(config_file: Path | None = None, env: Mapping[str, str] 
     for key in set(ntfy_t) - {"server"}:
         hint = " (set GARDEN_NTFY_TOKEN or GARDEN_NTFY_TOKEN_FILE)" if key == "token" else ""
         raise ConfigError(f"notify.ntfy.{key}", f"unknown key{hint}")
+    ntfy_server = typed_value(ntfy_t, "notify.ntfy", "server", str, "https://ntfy.sh")
+    if not ntfy_server.startswith(("http://", "https://")):
+        raise ConfigError("notify.ntfy.server", "must be an http:// or https:// URL, e.g. https://ntfy.sh")
     ntfy = NtfySettings(
-        server=typed_value(ntfy_t, "notify.ntfy", "server", str, "https://ntfy.sh").rstrip("/"),
+        server=ntfy_server.rstrip("/"),
         token=read_secret(env, "GARDEN_NTFY_TOKEN"),
     )
 
@@ -228,8 +236,10 @@ def load_watch_settings(config_file: Path | None = None, env: Mapping[str, str] 
         if names.count(name) > 1:
             raise ConfigError("people", f"{name!r} appears twice")
     enabled = env.get("GARDEN_WATCH_ENABLED")
+    if enabled and enabled.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError("GARDEN_WATCH_ENABLED", "must be true or false (false: this hub only ingests)")
     return WatchSettings(
-        enabled=(enabled.lower() not in ("0", "false", "no"))
+        enabled=(enabled.lower() not in ("0", "false", "no", "off"))
         if enabled
         else typed_value(watch_t, "watch", "enabled", bool, True),
         latitude=latitude,

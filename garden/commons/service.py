@@ -86,10 +86,17 @@ def _name(body: dict[str, Any], key: str, what: str) -> str:
     return value
 
 
+# Line breaks, tabs, NUL and other control characters, and unpaired surrogates (not
+# Unicode): none can be written to InfluxDB unchanged (garden/points.py), so a
+# request carrying one is refused here, with a message, before anything is stored.
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _text(body: dict[str, Any], key: str, limit: int = 120) -> str:
     value = body.get(key) or ""
-    if not isinstance(value, str) or len(value) > limit or any(c in value for c in "\r\n\t"):
-        raise CommonsError(f"{key}: a line of text up to {limit} characters")
+    if not isinstance(value, str) or len(value) > limit or _NOT_TEXT.search(value):
+        raise CommonsError(f"{key}: a line of text up to {limit} characters, without line breaks, tabs "
+                           "or control characters")  # fmt: skip
     return value.strip()
 
 

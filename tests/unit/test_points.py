@@ -12,8 +12,8 @@ from garden.points import PointError, line, telemetry_lines
 
 
 def test_escaping() -> None:
-    text = line("soil_moisture", {"bed": 'bed 1,a=b"c', "node": None}, {"raw": 1.5, "note": 'a "b"\nc'}, 5)
-    assert text == 'soil_moisture,bed=bed\\ 1\\,a\\=b"c raw=1.5,note="a \\"b\\"\\nc" 5'
+    text = line("soil_moisture", {"bed": 'bed 1,a=b"c', "node": None}, {"raw": 1.5, "note": 'a "b"\tc\\'}, 5)
+    assert text == 'soil_moisture,bed=bed\\ 1\\,a\\=b"c raw=1.5,note="a \\"b\\"\tc\\\\" 5'
 
 
 def test_types() -> None:
@@ -26,9 +26,21 @@ def test_types() -> None:
 
 @given(st.text(min_size=1, max_size=40))
 def test_user_text_never_breaks_a_line(text: str) -> None:
-    tag = text.replace("\\", "/")
-    point = line("event", {"bed": tag}, {"text": text}, 1)
-    assert "\n" not in point and "\r" not in point
+    # Either one line, or a PointError naming the part: never a changed value.
+    for tags, fields in (({"bed": text}, {"v": 1}), ({}, {"text": text})):
+        try:
+            point = line("event", tags, fields, 1)
+        except PointError as err:
+            assert err.part in ("tag bed", "field text")
+            continue
+        assert "\n" not in point and "\r" not in point
+
+
+def test_line_breaks_are_refused_not_changed() -> None:
+    with pytest.raises(PointError, match="field note: a line break"):
+        line("event", {}, {"note": "a\nb"}, 1)
+    with pytest.raises(PointError, match="tag bed: a carriage return"):
+        line("event", {"bed": "a\rb"}, {"v": 1}, 1)
 
 
 def test_a_backslash_in_a_tag_is_refused() -> None:

@@ -145,10 +145,14 @@ class MqttLink:
         """Connect in the background; paho retries until the broker answers."""
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 0
+        # paho pings after a keepalive without traffic and gives up when the next
+        # keepalive passes without an answer: 2 x its keepalive. Half ours, so a
+        # dead link is noticed within keepalive_s (the broker, 1.5 x paho's
+        # keepalive, notices first and publishes our last will).
         self._client.connect_async(
             self.broker.host,
             self.broker.port,
-            keepalive=self._keepalive,
+            keepalive=max(2, self._keepalive // 2),
             clean_start=True,
             properties=props,
         )

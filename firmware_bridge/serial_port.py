@@ -78,7 +78,8 @@ class PortReader:
         self.port = port
         self._sink = sink
         self._baudrate = baudrate
-        self._backoff = backoff or Backoff(base=0.2, cap=5.0)
+        # Capped at 2 s: a port that comes back is read again within 2 s (the promise is 5 s).
+        self._backoff = backoff or Backoff(base=0.2, cap=2.0)
         self._clock_ms = clock_ms
         self._stop = threading.Event()
         self._serial: serial.Serial | None = None

@@ -110,6 +110,9 @@ class PortRuntime:
     problem: str = ""
     rejects: Counter[str] = field(default_factory=Counter)
     frames: int = 0
+    down_since_ms: int | None = None  # lost, not yet back
+    gaps: int = 0  # times it was lost and came back
+    last_gap_s: float | None = None  # how long it was away the last time
 
 
 class Bridge:
@@ -237,7 +240,7 @@ class Bridge:
                     log.error("%s: frame from %s not handled: %s", event.port, item.node_id, err)
         if rows or changed:
             try:
-                dropped = self.spool.append(rows, changed)
+                dropped = self.spool.append(rows, changed, in_flight_upto=self._last_handed)
             except SpoolError as err:
                 # Nothing was stored: forget that we saw these seqs, so the nodes'
                 # replays (GR) of them are taken, not dropped as already stored.
@@ -346,8 +349,17 @@ class Bridge:
         port = self.ports[event.port]
         port.open, port.device, port.problem = event.open, event.device, event.problem
         self._bridge_status_dirty = True
+        now = self._clock_ms()
         if not event.open:
             self.counters["port_lost"] += 1
+            if port.down_since_ms is None:
+                port.down_since_ms = now
+        elif port.down_since_ms is not None:
+            # The gap in this port's readings: the nodes' own seqs say what was lost.
+            port.gaps += 1
+            port.last_gap_s = round((now - port.down_since_ms) / 1000, 1)
+            port.down_since_ms = None
+            log.warning("port %s back after %.1f s, now %s", event.port, port.last_gap_s, event.device)
         for node in self.nodes.values():
             if node.port == event.port:
                 node.status_dirty = True
@@ -544,10 +556,18 @@ class Bridge:
                     "frames": p.frames,
                     "rejects": dict(p.rejects),
                     "opens": p.reader.opens,
+                    "gaps": p.gaps,
+                    "last_gap_s": p.last_gap_s,
+                    "down_since": p.down_since_ms,
                 }
                 for path, p in self.ports.items()
             },
-            "spool": {"depth": self.spool.depth, "dropped": self.spool.dropped},
+            "spool": {
+                "depth": self.spool.depth,
+                "dropped": self.spool.dropped,
+                "max_rows": self.settings.spool_max_rows,
+                "overflow": self.settings.spool_overflow.value,
+            },
             "inflight": len(self._inflight),
             "counters": dict(self.counters),
         }

@@ -95,8 +95,16 @@ class Spool:
         self,
         rows: Sequence[tuple[str, bytes]],
         node_states: dict[str, NodeSeq] | None = None,
+        *,
+        in_flight_upto: int = 0,
     ) -> int:
-        """Store rows and node states in one transaction; return rows dropped."""
+        """Store rows and node states in one transaction; return rows dropped.
+
+        Rows up to ``in_flight_upto`` are in flight (handed to the MQTT client,
+        not yet acknowledged): drop_oldest never drops those, since they may
+        still reach the broker; so every row dropped is a reading lost, and the
+        spool holds at most ``max_rows`` plus what is in flight.
+        """
         if not rows and not node_states:
             return 0
         dropped = 0
@@ -110,10 +118,13 @@ class Spool:
                         keep = max(len(rows) - overflow, 0)
                         to_insert, dropped = rows[:keep], len(rows) - keep
                     else:
-                        old = min(overflow, self._depth)
+                        (flying,) = self._db.execute(
+                            "SELECT count(*) FROM outbox WHERE id <= ?", (in_flight_upto,)
+                        ).fetchone()
+                        old = max(min(overflow, self._depth - flying), 0)
                         self._db.execute(
-                            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
-                            (old,),
+                            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE id > ? ORDER BY id LIMIT ?)",
+                            (in_flight_upto, old),
                         )
                         self._depth -= old
                         dropped = old
@@ -130,7 +141,10 @@ class Spool:
                     self._add_counter("dropped", dropped)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back itself (SQLITE_FULL does): a second
+                # ROLLBACK would hide the real error behind "no transaction is active".
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as err:
             raise SpoolError(self.path, f"cannot store {len(rows)} readings: {err}") from err
@@ -156,7 +170,10 @@ class Spool:
                 cur = self._db.executemany("DELETE FROM outbox WHERE id = ?", batch)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite may have rolled back itself (SQLITE_FULL does): a second
+                # ROLLBACK would hide the real error behind "no transaction is active".
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as err:
             raise SpoolError(self.path, f"cannot delete acknowledged rows: {err}") from err

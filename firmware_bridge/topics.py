@@ -129,6 +129,10 @@ class Topics:
     def all_bridge_status(self) -> str:
         return f"{self.base}/bridge/+/status"
 
+    @property
+    def all_hub_status(self) -> str:
+        return f"{self.base}/hub/+/status"
+
     def kind_and_name(self, topic: str) -> tuple[str, str, str] | None:
         """``(kind, name, leaf)`` of ``garden/<g>/<kind>/<name>[/<leaf>]`` in this garden, else None.
 

@@ -101,6 +101,13 @@ class Hub:
         self._rate_mark = (time.monotonic(), 0)
         self._connection = 0
         self._unstored: list[Received] = []
+        # Why the last batch could not be made durable (a full disk, a broken
+        # spool), and since when: in the status, where the watch raises the alert.
+        self._storage_problem: tuple[str, int] | None = None
+        # Spool rows up to this id are in InfluxDB; they are deleted from the spool
+        # when the disk lets us (a full disk may refuse even a delete). Until then a
+        # restart writes them again, which overwrites the same points.
+        self._drained_upto = 0
         self._oldest_unrolled: int | None = None
         self._rollup_next = time.monotonic() + 30.0
         self._client = self._make_client()
@@ -198,9 +205,13 @@ class Hub:
         if self._unstored:
             # The last batch could not be made durable (disk full?): try it again
             # before taking more, so what waits unacknowledged stays bounded.
+            # Drain first: writing the spool to InfluxDB frees the space the
+            # batch needs, and with the spool empty the batch goes straight there.
+            self._drain()
             batch, self._unstored = self._unstored, []
             self._handle(batch)
             if self._unstored:
+                self._maybe_status()
                 self._stop.wait(1.0)
                 return
         batch = self._collect()
@@ -279,10 +290,16 @@ class Hub:
         except (SpoolError, GardenError) as err:
             # Nothing durable: leave the messages unacknowledged; the broker
             # sends them again after a reconnect or restart.
-            log.error("batch of %d messages not stored, not acknowledged; will retry: %s", len(batch), err)
+            if self._storage_problem is None:
+                self._storage_problem = (str(err), self._clock_ms())
+                log.error("batch of %d messages not stored, not acknowledged; will retry: %s", len(batch), err)
             self.counters["unstored_batches"] += 1
             self._unstored = batch
             return
+        if self._storage_problem is not None:
+            log.warning("storing again after %.0f s", (self._clock_ms() - self._storage_problem[1]) / 1000)
+            self._storage_problem = None
+            self._status_sent = 0.0  # tell the watch now
         for message in batch:
             if message.qos == 0:
                 continue
@@ -296,7 +313,7 @@ class Hub:
         """Make ``lines`` durable: in InfluxDB, or in the spool behind what waits there."""
         if not lines:
             return
-        if self.spool.depth == 0 and self._influx_ok:
+        if self._influx_ok and not self._backlog():
             try:
                 self._write(lines)
                 return
@@ -328,37 +345,55 @@ class Hub:
         self._influx_ok = False
         self._drain_next = time.monotonic() + self._drain_backoff.next_delay()
 
+    def _backlog(self) -> bool:
+        """Are there spooled batches not yet written to InfluxDB?"""
+        return self.spool.depth > 0 and bool(self.spool.pending(self._drained_upto, 1))
+
     def _drain(self) -> None:
         """Write spooled batches, oldest first, while InfluxDB answers."""
         if self.spool.depth == 0 or time.monotonic() < self._drain_next:
             return
         for _ in range(50):
-            rows = self.spool.pending(0, 20)
+            rows = self.spool.pending(self._drained_upto, 20)
             if not rows:
                 break
             try:
                 for row_id, _topic, payload in rows:
                     self._write(payload.decode().split("\n"))
-                    self.spool.ack([row_id])
+                    self._drained_upto = row_id
             except InfluxError as err:
                 self._influx_down(err)
                 return
-            except (SpoolError, GardenError) as err:
+            except GardenError as err:  # the dead letters' store (a full disk): next round
                 log.error("%s", err)
                 return
+            finally:
+                self._forget_drained()
             if self._stop.is_set():
                 return
+        self._forget_drained()
         if not self._influx_ok:
-            log.info("InfluxDB is back; spool depth now %d", self.spool.depth)
+            log.info("InfluxDB is back; %d spooled batches written", self._drained_upto)
         self._influx_ok = True
         self._drain_backoff.reset()
+
+    def _forget_drained(self) -> None:
+        """Delete the spooled batches InfluxDB has; a refusal (a full disk) waits for the next round."""
+        done = [row_id for row_id, _, _ in self.spool.pending(0, 1000) if row_id <= self._drained_upto]
+        try:
+            self.spool.ack(done)
+        except SpoolError as err:
+            self.counters["spool_delete_failed"] += 1
+            level = logging.WARNING if self.counters["spool_delete_failed"] == 1 else logging.DEBUG
+            log.log(level, "%s; the rows stay until the disk has room (they are in InfluxDB)", err)
+            self._drain_next = time.monotonic() + 5.0
 
     # --------------------------------------------------------------- rollups
 
     def _maybe_rollup(self) -> None:
         """Every few minutes, recompute the last hours and days (idempotent)."""
         now = time.monotonic()
-        if now < self._rollup_next or not self._influx_ok or self.spool.depth:
+        if now < self._rollup_next or not self._influx_ok or self._backlog():
             return
         self._rollup_next = now + ROLLUP_EVERY_S
         end = self._clock_ms()
@@ -387,12 +422,19 @@ class Hub:
             "influx": "ok" if self._influx_ok else "unavailable",
             "backlog_batches": self.spool.depth,
             "spool_dropped": self.spool.dropped,
+            "storage": self._storage_status(),
             "rate_msgs_s": round(rate, 1),
             "lag_ms": self._clock_ms() - self._last_reading_ts if self._last_reading_ts else None,
             "counters": dict(self.counters),
             "refused": dict(self.refused),
             "dead_letters": self.dead.count(),
         }
+
+    def _storage_status(self) -> dict[str, object]:
+        if self._storage_problem is None:
+            return {"ok": True}
+        problem, since_ms = self._storage_problem
+        return {"ok": False, "problem": problem, "since_ms": since_ms, "data_dir": str(self.settings.data_dir)}
 
     def _maybe_status(self) -> None:
         now = time.monotonic()
@@ -422,7 +464,9 @@ class Hub:
         try:
             self._store([point])
         except (SpoolError, GardenError) as err:
-            log.warning("hub health point not stored: %s", err)
+            self.counters["health_points_not_stored"] += 1
+            if self._storage_problem is None:  # else the storage alert says it already
+                log.warning("hub health point not stored: %s", err)
 
     def _shutdown(self) -> None:
         # Whatever is still queued was not acknowledged: the broker keeps it

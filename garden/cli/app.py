@@ -427,6 +427,14 @@ def hub_status(
             str(h.get("dead_letters", "")),
         )
     console.print(table)
+    for name, h in sorted(hubs.items()):
+        storage = h.get("storage") or {}
+        if storage.get("ok") is False and h.get("state") != "offline":
+            console.print(
+                f"[red]hub {name} cannot store readings[/red]: {escape(str(storage.get('problem')))}. They wait at "
+                f"the broker, unacknowledged; free space in {escape(str(storage.get('data_dir')))}.",
+                highlight=False,
+            )
     for name, w in sorted(watches.items()):
         notify = w.get("notify", {})
         sent = sum(c.get("sent", 0) for c in notify.values())

@@ -82,11 +82,16 @@ class CommonsStore:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # SQLite may have rolled back itself (SQLITE_FULL does): a second
+            # ROLLBACK would hide the real error behind "no transaction is active".
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as err:
+            if self._db.in_transaction:  # a failed COMMIT (a full disk) leaves nothing half-done
+                self._db.execute("ROLLBACK")
             raise GardenError(f"commons store {self.path}: {err}") from err
 
     def rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

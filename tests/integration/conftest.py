@@ -59,7 +59,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> No
 
 
 class Broker:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, queues: str = "max_queued_messages 100000\nmax_inflight_messages 20\n") -> None:
         if not os.path.exists(MOSQUITTO):
             pytest.fail("mosquitto is not installed: run scripts/setup.sh (apt-get install mosquitto)")
         self.port = free_port()
@@ -74,8 +74,7 @@ class Broker:
             "persistence true\n"
             f"persistence_location {workdir}/data/\n"
             "autosave_interval 1\n"
-            "max_queued_messages 100000\n"
-            "max_inflight_messages 20\n"
+            f"{queues}"
             "set_tcp_nodelay true\n"
             f"log_dest file {workdir}/mosquitto.log\n"
         )
@@ -197,13 +196,19 @@ def collector(running_broker: Broker, garden: str) -> Iterator[Collector]:
 class BridgeProcess:
     """``garden bridge run`` as its own process, so a test can SIGKILL it."""
 
-    def __init__(self, ports: list[Path], broker: Broker, workdir: Path, garden: str) -> None:
-        self.cmd = [sys.executable, "-m", "garden", "bridge", "run", "--mqtt", broker.url, "--garden", garden,
+    def __init__(
+        self, ports: list[Path], broker: Broker, workdir: Path, garden: str, *, url: str = "", config: str = ""
+    ) -> None:
+        """``url``: the broker through something else (a proxy); ``config``: a garden.toml's text."""
+        self.cmd = [sys.executable, "-m", "garden", "bridge", "run", "--mqtt", url or broker.url, "--garden", garden,
                     "--spool", str(workdir / "spool.sqlite3"), "-vv"]  # fmt: skip
         for port in ports:
             self.cmd += ["--port", str(port)]
         self.log = workdir / "bridge.log"
-        self.env = {**os.environ, "GARDEN_BRIDGE_ID": "test-bridge", "GARDEN_CONFIG": "/dev/null"}
+        self.spool = workdir / "spool.sqlite3"
+        config_file = workdir / "bridge.toml"
+        config_file.write_text(config)
+        self.env = {**os.environ, "GARDEN_BRIDGE_ID": "test-bridge", "GARDEN_CONFIG": str(config_file)}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -233,15 +238,22 @@ def bridge_factory(tmp_path: Path) -> Iterator[list[BridgeProcess]]:
 
 
 class HubProcess:
-    def __init__(self, broker: Broker, influxd: Influxd, workdir: Path, garden: str, database: str) -> None:
-        self.cmd = [sys.executable, "-m", "garden", "hub", "run", "--mqtt", broker.url, "--influx", influxd.url,
-                    "--garden", garden, "-vv"]  # fmt: skip
+    def __init__(
+        self, broker: Broker, influxd: Influxd, workdir: Path, garden: str, database: str, *,
+        config: str = "", wrapper: list[str] | None = None,
+    ) -> None:  # fmt: skip
+        """``config``: a garden.toml's text; ``wrapper``: a command that runs the hub's."""
+        self.cmd = [*(wrapper or []), sys.executable, "-m", "garden", "hub", "run", "--mqtt", broker.url,
+                    "--influx", influxd.url, "--garden", garden, "-vv"]  # fmt: skip
         self.log = workdir / "hub.log"
         self.garden = garden
+        self.data_dir = workdir / "hub-data"
+        config_file = workdir / "hub.toml"
+        config_file.write_text(config)
         self.env = {
             **os.environ,
-            "GARDEN_CONFIG": "/dev/null",
-            "GARDEN_DATA_DIR": str(workdir / "hub-data"),
+            "GARDEN_CONFIG": str(config_file),
+            "GARDEN_DATA_DIR": str(self.data_dir),
             "GARDEN_HUB_ID": "test-hub",
             "GARDEN_INFLUX_DATABASE": database,
         }
@@ -260,6 +272,14 @@ class HubProcess:
             return any(json.loads(p).get("state") == "online" for p in found.values())
 
         wait_for(online, 20, "the hub to come online")
+
+    def status_body(self, broker: Broker) -> dict[str, object]:
+        """The hub's retained status (its counters, its backlog)."""
+        from firmware_bridge.mqtt_link import parse_broker_url, read_retained
+
+        found = read_retained(parse_broker_url(broker.url), (f"garden/{self.garden}/hub/+/status",), wait_s=0.3)
+        assert found, "no hub status"
+        return json.loads(next(iter(found.values())))  # type: ignore[no-any-return]
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None:

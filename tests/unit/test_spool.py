@@ -40,6 +40,21 @@ def test_drop_oldest_keeps_the_newest(tmp_path: Path) -> None:
     assert Spool(tmp_path / "s.sqlite3", max_rows=10).dropped == 3  # the count survives
 
 
+def test_drop_oldest_spares_rows_in_flight(tmp_path: Path) -> None:
+    """Rows handed to the MQTT client may still reach the broker: dropping them would
+    count as lost readings that arrive after all. The oldest of the rest go instead."""
+    spool = Spool(tmp_path / "s.sqlite3", max_rows=10)
+    spool.append(rows(8))
+    in_flight = spool.pending(0, 3)[-1][0]  # rows 0, 1, 2 handed over
+    assert spool.append(rows(5, 8), in_flight_upto=in_flight) == 3
+    assert [p[2] for p in spool.pending(0, 100)] == [str(i).encode() for i in (0, 1, 2, *range(6, 13))]
+    # Everything in flight: the overflow comes off the new batch, and the spool
+    # holds max_rows plus what is in flight.
+    last = spool.pending(0, 100)[-1][0]
+    assert spool.append(rows(2, 13), in_flight_upto=last) == 2
+    assert spool.depth == 10
+
+
 def test_drop_newest_refuses_the_overflow(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.sqlite3", max_rows=10, overflow=OverflowPolicy.DROP_NEWEST)
     spool.append(rows(8))

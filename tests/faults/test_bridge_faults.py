@@ -56,8 +56,12 @@ def bridge(sim: SimThread, broker: Broker, tmp: Path, made: list[BridgeProcess],
 
 
 def spool_rows(path: Path) -> int:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    """Readings waiting in a bridge's spool; 0 while the bridge is still creating it."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
 
 
 def connected_after(broker: Broker, offset: int, client_id: str) -> bool:

@@ -173,6 +173,7 @@ def test_queue_overflow_is_counted_and_alerted(
             hub.stop(signal.SIGTERM)
             publisher.run(rate=100, seconds=10)  # 1000 messages for a queue of 300
             hub.start()
+            hub.wait_online(small)  # the readings after the gap are what make it visible
             publisher.run(rate=100, seconds=3)
         finally:
             publisher.close()
@@ -188,7 +189,8 @@ def test_queue_overflow_is_counted_and_alerted(
                     latest[str(body["subject"])] = int(body["details"]["missing"])  # type: ignore[call-overload,index]
             return latest
 
-        wait_for(lambda: alerted() == dict(missing), 30, f"gaps alerts matching the loss {dict(missing)}")
+        took = wait_until(lambda: alerted() == dict(missing), 30)
+        assert took is not None, f"gaps alerts {alerted()} do not match the loss {dict(missing)}"
         record("4 queue-overflow", published=len(publisher.sent), stored=len(set(stored)),
                dropped_by_broker=sum(missing.values()), alerted=json.dumps(alerted(), sort_keys=True))  # fmt: skip
         hub.stop(signal.SIGTERM)

@@ -119,9 +119,18 @@ class LinkProxy:
                 dst.sendall(data)
         except OSError:
             pass
+        if self._cut.is_set():
+            # A close on the far side of a dead link never arrives: the client must
+            # find out by its own keepalive. Its socket stays open until restore().
+            with contextlib.suppress(OSError):
+                src.shutdown(socket.SHUT_RDWR)
+            return
         for s in (src, dst):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                self._sockets.discard(s)
+            s.close()
 
 
 @dataclass(frozen=True, slots=True)

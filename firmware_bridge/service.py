@@ -291,6 +291,9 @@ class Bridge:
         changed[node.node] = sequenced.state
         if sequenced.step is Step.GAP:
             log.info("node %s: %d reading(s) lost before seq %d", node.node, sequenced.missed, frame.seq)
+        elif sequenced.step is Step.FILLED:
+            self.counters["gaps_filled_by_replay"] += 1
+            log.info("node %s: seq %d, lost in a gap, came back in a replay", node.node, frame.seq)
         elif sequenced.step is Step.REBOOT:
             log.info("node %s rebooted (boot %d)", node.node, sequenced.state.boot)
             node.status_dirty = True

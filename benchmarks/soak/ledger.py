@@ -17,26 +17,39 @@ Key = tuple[str, int, int]
 
 
 @dataclass
-class Ledger:
+class Tail:
+    """A file that grows: the whole lines appended since the last call (none while it does not exist)."""
+
     path: Path
-    produced: dict[Key, float] = field(default_factory=dict)  # reading -> wall time it was written
-    taken_back: int = 0  # entries with "lost": readings an unplug took before the bridge read them
-    taken_back_at: list[float] = field(default_factory=list)
     _offset: int = 0
     _rest: bytes = b""
 
-    def refresh(self) -> None:
-        """Read what was appended since the last call (whole lines only)."""
+    def new_lines(self) -> list[bytes]:
         try:
             with self.path.open("rb") as handle:
                 handle.seek(self._offset)
                 data = handle.read()
         except FileNotFoundError:
-            return
+            return []
         self._offset += len(data)
         lines = (self._rest + data).split(b"\n")
         self._rest = lines.pop()
-        for line in lines:
+        return lines
+
+
+@dataclass
+class Ledger:
+    path: Path
+    produced: dict[Key, float] = field(default_factory=dict)  # reading -> wall time it was written
+    taken_back: int = 0  # entries with "lost": readings an unplug took before the bridge read them
+    taken_back_at: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._tail = Tail(self.path)
+
+    def refresh(self) -> None:
+        """Read what was appended since the last call (whole lines only)."""
+        for line in self._tail.new_lines():
             if not line:
                 continue
             entry = json.loads(line)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_harness import cpu_seconds
+from benchmarks.soak.ledger import Tail
 from tests.faults.tools import proc_stats
 
 Key = tuple[str, int, int]
@@ -77,20 +78,12 @@ class LogWatch:
     problems: dict[str, int] = field(default_factory=dict)  # "LEVEL logger: message head" -> count
     examples: dict[str, str] = field(default_factory=dict)  # the first full line of each kind
     tracebacks: int = 0
-    _offset: int = 0
-    _rest: bytes = b""
+
+    def __post_init__(self) -> None:
+        self._tail = Tail(self.path)
 
     def refresh(self) -> None:
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(self._offset)
-                data = handle.read()
-        except FileNotFoundError:
-            return
-        self._offset += len(data)
-        lines = (self._rest + data).split(b"\n")
-        self._rest = lines.pop()
-        for raw in lines:
+        for raw in self._tail.new_lines():
             self._line(raw.decode(errors="replace"))
 
     def _line(self, line: str) -> None:

@@ -76,6 +76,10 @@ class PendingCommand:
     tries: int = 0
 
 
+# Put into the event queue to wake the loop; never handled as an event.
+_WAKE = PortChunk("", (), 0)
+
+
 @dataclass(slots=True)
 class NodeRuntime:
     """What the bridge knows of one node while it runs."""
@@ -165,6 +169,11 @@ class Bridge:
 
     def request_stop(self) -> None:
         self._stop.set()
+        # Wake the loop, which may be waiting for a port event: CPython 3.11's
+        # SimpleQueue.get(timeout) can wait forever when a signal (our SIGTERM)
+        # interrupts it just before its deadline, and with the ports gone no
+        # event would ever come (seen in CI: a bridge that never stopped).
+        self._events.put(_WAKE)
 
     def run(self) -> None:
         if not self.ports:
@@ -210,7 +219,7 @@ class Bridge:
                 events.append(self._events.get_nowait())
             except queue.Empty:
                 break
-        return events
+        return [e for e in events if e is not _WAKE]
 
     # ---------------------------------------------------------------- intake
 
@@ -666,4 +675,4 @@ class Bridge:
             try:
                 rest.append(self._events.get_nowait())
             except queue.Empty:
-                return rest
+                return [e for e in rest if e is not _WAKE]

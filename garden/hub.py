@@ -78,6 +78,10 @@ class Received:
     connection: int  # which connection it came on: a packet id means nothing on another
 
 
+# Put into the inbox to wake the loop; never handled as a message.
+_WAKE = Received(0, 0, "", b"", 0, -1)
+
+
 class Hub:
     """Runs until :meth:`request_stop`."""
 
@@ -176,6 +180,9 @@ class Hub:
 
     def request_stop(self) -> None:
         self._stop.set()
+        # Wake the loop: CPython 3.11's SimpleQueue.get(timeout) can wait forever when
+        # a signal interrupts it just before its deadline (firmware_bridge/service.py).
+        self._inbox.put(_WAKE)
 
     def run(self) -> None:
         s = self.settings
@@ -227,6 +234,8 @@ class Hub:
             first = self._inbox.get(timeout=0.1)
         except queue.Empty:
             return []
+        if first is _WAKE:
+            return []
         batch = [first]
         deadline = time.monotonic() + self.settings.batch_ms / 1000
         while len(batch) < self.settings.batch_size:
@@ -234,6 +243,9 @@ class Hub:
             try:
                 batch.append(self._inbox.get(timeout=remaining) if remaining > 0 else self._inbox.get_nowait())
             except queue.Empty:
+                break
+            if batch[-1] is _WAKE:
+                batch.pop()
                 break
         return batch
 

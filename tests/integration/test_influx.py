@@ -10,13 +10,9 @@ proxy is the one stand-in here; the data lands in the real engine.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-import urllib3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,58 +25,9 @@ from garden.influx import (
     InfluxUnreachable,
 )
 from garden.points import line
-from tests.servers import Influxd
+from tests.servers import Influxd, V2WriteProxy
 
 pytestmark = pytest.mark.integration
-
-
-class V2Proxy:
-    def __init__(self, upstream: str) -> None:
-        http = urllib3.PoolManager()
-        seen: list[str] = []
-        self.seen = seen
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _forward(self, method: str) -> None:
-                parts = urlsplit(self.path)
-                query = parse_qs(parts.query)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
-                path = parts.path
-                if path == "/api/v2/write":
-                    seen.append(self.path)
-                    db, _, rp = query["bucket"][0].partition("/")
-                    precision = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}[query.get("precision", ["ns"])[0]]
-                    fields = {"db": db, "precision": precision} | ({"rp": rp} if rp else {})
-                    target = f"{upstream}/write?{urlencode(fields)}"
-                else:
-                    target = f"{upstream}{self.path}"
-                response = http.request(method, target, body=body, headers={"Content-Type": "text/plain"})
-                self.send_response(response.status)
-                for key, value in response.headers.items():
-                    if key.lower() in ("content-length", "transfer-encoding", "connection", "date"):
-                        continue
-                    if key.lower() == "x-influxdb-version":
-                        value = "1.8.10"
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(response.data)))
-                self.end_headers()
-                self.wfile.write(response.data)
-
-            def do_GET(self) -> None:
-                self._forward("GET")
-
-            def do_POST(self) -> None:
-                self._forward("POST")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +39,8 @@ def influx(influxd: Influxd) -> Iterator[Influx]:
 
 
 @pytest.fixture(scope="module")
-def proxy(influxd: Influxd) -> Iterator[V2Proxy]:
-    p = V2Proxy(influxd.url)
+def proxy(influxd: Influxd) -> Iterator[V2WriteProxy]:
+    p = V2WriteProxy(influxd.url)
     yield p
     p.close()
 
@@ -106,7 +53,7 @@ def test_v1_write_and_bound_query(influx: Influx) -> None:
     assert [s.records() for s in rows] == [[{"time": 1_000, "v": 1.5}]]
 
 
-def test_v2_write_path_lands_in_the_real_engine(proxy: V2Proxy, influxd: Influxd) -> None:
+def test_v2_write_path_lands_in_the_real_engine(proxy: V2WriteProxy, influxd: Influxd) -> None:
     client = Influx(InfluxSettings(url=proxy.url, database="adapter_test", username="u", password="p"))
     assert client.ping().has_v2_write
     client.write_lines([line("m2", {"node": "n1"}, {"seq": 7}, 3_000)])

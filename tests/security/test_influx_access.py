@@ -10,19 +10,14 @@ path-translating proxy of the v2 write test (see its docstring).
 
 from __future__ import annotations
 
-import base64
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit
 
 import paho.mqtt.client as mqtt
 import pytest
-import urllib3
 from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
@@ -40,7 +35,7 @@ from garden.influx_access import (
 from garden.points import line
 from garden.settings import influx_admin_settings, load_hub_settings
 from tests.integration.conftest import Broker, HubProcess, wait_for
-from tests.servers import Influxd
+from tests.servers import Influxd, V2WriteProxy
 
 from .conftest import ADMIN_PASSWORD, ADMIN_USER, Garden, Locked
 
@@ -140,72 +135,14 @@ def test_one_influx_writes_as_the_writer_and_queries_as_the_reader(users: Garden
     both.close()
 
 
-class TokenToBasicProxy:
-    """What InfluxDB 1.8 does inside, in front of the real 1.6: ``/api/v2/write?bucket=<db>/<rp>``
-    becomes ``/write?db=<db>&rp=<rp>``, and ``Authorization: Token <user>:<password>`` (how
-    influxdb-client logs in to 1.8) becomes basic auth. Everything else passes unchanged, and
-    ``/ping`` reports 1.8.10 so the adapter takes its v2 write path. The points land in the
-    real engine, which decides alone whether the user may write."""
-
-    def __init__(self, upstream: str) -> None:
-        http = urllib3.PoolManager(retries=False)
-        self.users: list[str] = []
-        users = self.users
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _forward(self, method: str) -> None:
-                parts = urlsplit(self.path)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
-                headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
-                target = f"{upstream}{self.path}"
-                if parts.path == "/api/v2/write":
-                    query = parse_qs(parts.query)
-                    db, _, rp = query["bucket"][0].partition("/")
-                    precision = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}[query.get("precision", ["ns"])[0]]
-                    target = (
-                        f"{upstream}/write?{urlencode({'db': db, 'precision': precision} | ({'rp': rp} if rp else {}))}"
-                    )
-                    auth = headers.get("Authorization", "")
-                    if auth.startswith("Token "):
-                        user_password = auth.removeprefix("Token ")
-                        users.append(user_password.split(":", 1)[0])
-                        headers["Authorization"] = "Basic " + base64.b64encode(user_password.encode()).decode()
-                response = http.request(method, target, body=body, headers=headers)
-                self.send_response(response.status)
-                for key, value in response.headers.items():
-                    if key.lower() in ("content-length", "transfer-encoding", "connection", "date"):
-                        continue
-                    self.send_header(key, "1.8.10" if key.lower() == "x-influxdb-version" else value)
-                self.send_header("Content-Length", str(len(response.data)))
-                self.end_headers()
-                self.wfile.write(response.data)
-
-            def do_GET(self) -> None:
-                self._forward("GET")
-
-            def do_POST(self) -> None:
-                self._forward("POST")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def token_proxy(locked_influxd: Locked) -> Iterator[TokenToBasicProxy]:
-    proxy = TokenToBasicProxy(locked_influxd.url)
+def token_proxy(locked_influxd: Locked) -> Iterator[V2WriteProxy]:
+    proxy = V2WriteProxy(locked_influxd.url)
     yield proxy
     proxy.close()
 
 
-def test_the_v2_write_path_logs_in_as_the_writer(users: Garden, token_proxy: TokenToBasicProxy) -> None:
+def test_the_v2_write_path_logs_in_as_the_writer(users: Garden, token_proxy: V2WriteProxy) -> None:
     settings = replace(users.settings(write=users.writer, read=users.reader), url=token_proxy.url)
     influx = Influx(settings)
     assert influx.ping().has_v2_write

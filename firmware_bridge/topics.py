@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 ROOT = "garden"
+ANY_GARDEN = "+"  # Topics(ANY_GARDEN).all_telemetry is every garden's telemetry
 HA_DISCOVERY_PREFIX = "homeassistant"
 
 
@@ -45,10 +46,11 @@ def check_name(what: str, name: str) -> str:
 class Topics:
     """The topics of one garden."""
 
-    garden: str
+    garden: str  # or ANY_GARDEN: the subscriptions of a regional hub (never a topic to publish)
 
     def __post_init__(self) -> None:
-        check_name("garden id", self.garden)
+        if self.garden != ANY_GARDEN:
+            check_name("garden id", self.garden)
 
     @property
     def base(self) -> str:
@@ -139,10 +141,17 @@ class Topics:
         ``garden/g/node/bed-1/telemetry`` gives ``("node", "bed-1", "telemetry")``;
         ``garden/g/event/watering`` gives ``("event", "watering", "")``.
         """
+        where = self.locate(topic)
+        return None if where is None else where[1:]
+
+    def locate(self, topic: str) -> tuple[str, str, str, str] | None:
+        """``(garden, kind, name, leaf)`` of a topic of this garden (of any, for ANY_GARDEN), else None."""
         parts = topic.split("/")
-        if len(parts) not in (4, 5) or parts[0] != ROOT or parts[1] != self.garden or not NAME_RE.fullmatch(parts[3]):
+        if len(parts) not in (4, 5) or parts[0] != ROOT or not NAME_RE.fullmatch(parts[3]):
             return None
-        return parts[2], parts[3], parts[4] if len(parts) == 5 else ""
+        if not (NAME_RE.fullmatch(parts[1]) if self.garden == ANY_GARDEN else parts[1] == self.garden):
+            return None
+        return parts[1], parts[2], parts[3], parts[4] if len(parts) == 5 else ""
 
     @property
     def all_node_configs(self) -> str:

@@ -38,7 +38,7 @@ from firmware_bridge.errors import SpoolError
 from firmware_bridge.messages import compact_json
 from firmware_bridge.mqtt_link import client_for
 from firmware_bridge.spool import OverflowPolicy, Spool
-from firmware_bridge.topics import Topics
+from firmware_bridge.topics import ANY_GARDEN, Topics
 from garden import __version__
 from garden.dead_letters import DeadLetterStore
 from garden.errors import GardenError
@@ -88,6 +88,8 @@ class Hub:
     def __init__(self, settings: HubSettings, *, clock_ms: Callable[[], int] = wall_ms) -> None:
         self.settings = settings
         self.topics = Topics(settings.garden)
+        # What it subscribes to: this garden's topics, or every garden's on a regional hub.
+        self.sources = Topics(ANY_GARDEN) if settings.all_gardens else self.topics
         self._clock_ms = clock_ms
         self._stop = threading.Event()
         self.influx = Influx(settings.influx)
@@ -123,18 +125,12 @@ class Hub:
         return self.topics.hub_status(self.settings.hub_id)
 
     def _subscriptions(self) -> list[str]:
-        topics = [self.topics.all_telemetry]
+        t = self.sources
+        topics = [t.all_telemetry]
         if self.settings.shared_group:
             # Several hubs share one stream; each message goes to one of them.
             topics = [f"$share/{self.settings.shared_group}/{t}" for t in topics]
-        return [
-            *topics,
-            self.topics.all_node_status,
-            self.topics.all_bridge_status,
-            self.topics.all_events,
-            self.topics.all_alerts,
-            self.topics.all_bed_needs,
-        ]
+        return [*topics, t.all_node_status, t.all_bridge_status, t.all_events, t.all_alerts, t.all_bed_needs]
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
@@ -187,9 +183,9 @@ class Hub:
     def run(self) -> None:
         s = self.settings
         log.info(
-            "hub %s for garden %s: broker %r, %r, spool %s (%d batches waiting)",
+            "hub %s for %s: broker %r, %r, spool %s (%d batches waiting)",
             s.hub_id,
-            s.garden,
+            "every garden on the broker (regional)" if s.all_gardens else f"garden {s.garden}",
             s.broker,
             s.influx,
             s.spool_path,
@@ -252,22 +248,22 @@ class Hub:
     # -------------------------------------------------------------- handling
 
     def _points(self, message: Received) -> Points:
-        where = self.topics.kind_and_name(message.topic)
+        where = self.sources.locate(message.topic)
         if where is None:
             raise Refused("unknown_topic", message.topic[:80])
-        kind, name, leaf = where
+        garden, kind, name, leaf = where
         if kind == "node" and leaf == "telemetry":
-            return telemetry_points(self.settings.garden, name, message.payload, message.received_ms)
+            return telemetry_points(garden, name, message.payload, message.received_ms)
         if kind == "node" and leaf == "status":
-            return node_status_points(self.settings.garden, name, message.payload, message.received_ms)
+            return node_status_points(garden, name, message.payload, message.received_ms)
         if kind == "bridge" and leaf == "status":
-            return bridge_status_points(self.settings.garden, name, message.payload, message.received_ms)
+            return bridge_status_points(garden, name, message.payload, message.received_ms)
         if kind == "event":
-            return event_points(self.settings.garden, name, message.payload, message.received_ms)
+            return event_points(garden, name, message.payload, message.received_ms)
         if kind == "alert" and leaf:
-            return alert_points(self.settings.garden, name, leaf, message.payload, message.received_ms)
+            return alert_points(garden, name, leaf, message.payload, message.received_ms)
         if kind == "bed" and leaf == "need":
-            return need_points(self.settings.garden, name, message.payload, message.received_ms)
+            return need_points(garden, name, message.payload, message.received_ms)
         raise Refused("unknown_topic", message.topic[:80])
 
     def _handle(self, batch: list[Received]) -> None:

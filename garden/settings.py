@@ -43,6 +43,10 @@ class HubSettings:
     spool_max_rows: int = 2_000_000
     session_expiry_s: int = 7 * 86_400
     shared_group: str = ""  # "$share/<group>/..." subscriptions when set
+    # A regional hub: ingest every garden on the broker (garden/+/...), each point
+    # tagged with the garden its topic names. ``garden`` is then the hub's own name
+    # (its status topic and health points); no commons and no watch.
+    all_gardens: bool = False
     status_interval_s: float = 10.0
 
     @property
@@ -64,7 +68,7 @@ def load_hub_settings(
             raise ConfigError(f"influx.{key}", f"secrets do not belong in the config file; set {var} or {var}_FILE")
         raise ConfigError(f"influx.{key}", f"unknown key; expected one of {sorted(known_influx)}")
     known_hub = {"id", "data_dir", "batch_size", "batch_ms", "spool_max_rows", "session_expiry_s",
-                 "shared_group", "status_interval_s"}  # fmt: skip
+                 "shared_group", "status_interval_s", "all_gardens"}  # fmt: skip
     for key in set(hub_t) - known_hub:
         raise ConfigError(f"hub.{key}", f"unknown key; expected one of {sorted(known_hub)}")
 
@@ -127,6 +131,9 @@ def load_hub_settings(
         "session_expiry_s": typed_value(hub_t, "hub", "session_expiry_s", int, 7 * 86_400),
         "shared_group": typed_value(hub_t, "hub", "shared_group", str, ""),
         "status_interval_s": typed_value(hub_t, "hub", "status_interval_s", float, 10.0),
+        "all_gardens": _pick(
+            _flag(env, "GARDEN_HUB_ALL_GARDENS"), typed_value(hub_t, "hub", "all_gardens", bool, False)
+        ),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = HubSettings(**{k: v for k, v in values.items() if v is not None})
@@ -150,6 +157,22 @@ def load_hub_settings(
     if not settings.influx.timeout_s > 0:
         raise ConfigError("influx.timeout_s", "must be more than 0 seconds")
     return settings
+
+
+def _pick(env_value: bool | None, config_value: bool) -> bool:
+    return config_value if env_value is None else env_value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool | None:
+    """A yes/no environment variable: ``1``/``true``/``yes`` or ``0``/``false``/``no``; None when unset."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return None
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    raise ConfigError(name, "must be true or false (1/0, yes/no)")
 
 
 def influx_admin_settings(influx: InfluxSettings, env: Mapping[str, str] | None = None) -> InfluxSettings | None:

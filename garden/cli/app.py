@@ -292,6 +292,14 @@ def hub_run(
         bool,
         typer.Option("--commons/--no-commons", help="Run the commons (members, rota, claims, harvest shares)."),
     ] = True,
+    all_gardens: Annotated[
+        bool,
+        typer.Option(
+            "--all-gardens",
+            help="A regional hub: ingest every garden on the broker (garden/+/...), tagged by its topic's garden; "
+            "no watch, no commons. Also [hub] all_gardens.",
+        ),
+    ] = False,
     verbose: VerboseOpt = 1,
 ) -> None:
     """Ingest the garden's MQTT into InfluxDB, durably and in order; watch the beds; keep the commons."""
@@ -302,7 +310,12 @@ def hub_run(
     from garden.watch_settings import load_watch_settings
 
     _logging(verbose)
-    settings = hub_settings(config, mqtt_url=mqtt, influx_url=influx, garden=garden)
+    settings = hub_settings(config, mqtt_url=mqtt, influx_url=influx, garden=garden, all_gardens=all_gardens or None)
+    if settings.all_gardens:
+        # The watch and the commons belong to one garden: each garden's own hub runs them.
+        if watch:
+            fail("--watch: a regional hub (--all-gardens) only ingests; each garden's hub runs its watch", EXIT_USAGE)
+        watch, commons = False, False
     try:
         watch_settings = load_watch_settings(config)
         commons_settings = load_commons_settings(config)

@@ -79,9 +79,9 @@ def _event(text: str) -> Event | None:
     return Event(int(ts), tag["type"], tag.get("bed"), _unescape(match.group(1)))
 
 
-def simulate(influx_url: str, database: str, data_dir: Path, now_ms: int) -> CommonsFacts:
+def simulate(influx_url: str, database: str, data_dir: Path, now_ms: int, garden: str = GARDEN) -> CommonsFacts:
     """The commons of a small garden over the three days before ``now_ms``, sent to ``database``."""
-    settings = HubSettings(garden=GARDEN, data_dir=data_dir, influx=InfluxSettings(url=influx_url, database=database))
+    settings = HubSettings(garden=garden, data_dir=data_dir, influx=InfluxSettings(url=influx_url, database=database))
     c = Commons(settings, parse_commons({"commons": {"rota": ROTA}}), WatchSettings(timezone=TIMEZONE))
     c.beds.update(BEDS)
     swap_day = first_monday_from(dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date())

@@ -12,8 +12,12 @@ language InfluxQL, server access; the backend query path):
    - a multi-value variable is regex-escaped, several values as ``(a|b)``;
    - a single-value variable is regex-escaped only where the query uses it inside
      a regex (``=~ /^$bed$/``), and goes in as is elsewhere (``= '$bed'``);
-   - "All" without a custom all value is the list of every value; a custom all
-     value goes in as is.
+   - "All" without a custom all value is the list of every value (for a
+     multi-value variable ``(a|b|c)``, each regex-escaped); a custom all value
+     goes in as is, never escaped. The dashboards' ``$garden`` (multi-value,
+     custom all value ``.*``) makes ``"garden" =~ /^$garden$/`` into
+     ``/^(demo)$/`` for one garden, ``/^(demo|north)$/`` for two and
+     ``/^.*$/`` for All.
 
    ``$__interval`` and ``$__interval_ms`` are left for the backend; ``$__from``
    and ``$__to`` become epoch milliseconds. Any other name is left alone.
@@ -255,6 +259,39 @@ def expand_annotation(query: str, ctx: Context) -> str:
 def names_used(text: str) -> set[str]:
     """Every variable or macro name a text refers to."""
     return {m.group(1) or m.group(2) or m.group(4) for m in VARIABLE_RE.finditer(text)}
+
+
+def sort_values(values: Sequence[str], sort: int) -> list[str]:
+    """A query variable's options in the order of its ``sort`` (Grafana's ``sortVariableValues``).
+
+    0 as found; 1/2 alphabetical (lodash ``sortBy`` on the text: code units) up/down;
+    3/4 by the first number in the text (-1 without one) up/down; 5/6 alphabetical,
+    case-insensitive. ``sortBy`` is stable, and "down" is its result reversed.
+    """
+
+    def first_number(text: str) -> int:
+        match = re.match(r".*?(\d+)", text)
+        return int(match.group(1)) if match else -1
+
+    keys: dict[int, Any] = {
+        1: lambda v: v.encode("utf-16-be"),
+        3: first_number,
+        5: lambda v: v.lower().encode("utf-16-be"),
+    }
+    if sort == 0:
+        return list(values)
+    if sort not in (1, 2, 3, 4, 5, 6):
+        raise ValueError(f"variable sort {sort} is not emulated here")
+    ordered = sorted(values, key=keys[sort - 1 + sort % 2])
+    return ordered[::-1] if sort % 2 == 0 else ordered
+
+
+def variable_options(model: Mapping[str, Any], series: Sequence[Any]) -> list[str]:
+    """A query variable's options from its query's answer, in its sort order (a ``regex`` filter is not emulated)."""
+    values = metric_find_values(series)
+    if model.get("regex"):
+        raise ValueError("a variable's regex is not emulated here")
+    return sort_values(values, int(model.get("sort") or 0))
 
 
 def metric_find_values(series: Sequence[Any]) -> list[str]:

@@ -40,6 +40,9 @@ from garden.ingest import alert_points, need_points
 from garden.points import line, telemetry_lines
 
 GARDEN = "demo"
+# A second garden on the same regional hub: the same bed, node and port names, other weather.
+OTHER_GARDEN = "north"
+OTHER_SEED = 11
 BRIDGE = "shed-pi"
 DAYS = 3
 INTERVAL_S = 300
@@ -130,6 +133,7 @@ HARVESTS = (
 
 @dataclass(slots=True)
 class NodeFacts:
+    garden: str
     node: str
     bed: str
     port: str
@@ -161,6 +165,7 @@ class SeededAlert:
 class Facts:
     start_ms: int
     end_ms: int
+    garden: str = GARDEN
     nodes: dict[str, NodeFacts] = field(default_factory=dict)
     events: list[tuple[int, str | None, str]] = field(default_factory=list)  # (ms, bed, type)
     needs: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)  # bed: water_need fields
@@ -169,13 +174,13 @@ class Facts:
 
     def event(self, ts: int, bed: str | None, kind: str, fields: Mapping[str, float | int | bool | str],
               node: str | None = None) -> None:  # fmt: skip
-        self.lines.append(line("event", {"garden": GARDEN, "bed": bed, "node": node, "type": kind}, fields, ts))
+        self.lines.append(line("event", {"garden": self.garden, "bed": bed, "node": node, "type": kind}, fields, ts))
         self.events.append((ts, bed, kind))
 
     def need(self, bed: str, ts: int, state: str, numbers: Mapping[str, float | None]) -> None:
         """What the watch publishes on ``bed/<bed>/need``, through the hub's ingest."""
         body = {"ts": ts, "bed": bed, "state": state, **{k: v for k, v in numbers.items() if v is not None}}
-        self.lines.extend(need_points(GARDEN, bed, json.dumps(body).encode(), self.end_ms).lines)
+        self.lines.extend(need_points(self.garden, bed, json.dumps(body).encode(), self.end_ms).lines)
         fields: dict[str, Any] = {"state": state, "level": NEED_LEVELS[state]}
         fields.update({k: float(v) for k, v in numbers.items() if v is not None})
         self.needs.setdefault(bed, []).append((ts, fields))
@@ -186,7 +191,9 @@ class Facts:
                                 "text": alert.text, "bed": alert.bed}  # fmt: skip
         if alert.who:
             body["by"] = alert.who
-        self.lines.extend(alert_points(GARDEN, alert.kind, alert.subject, json.dumps(body).encode(), self.end_ms).lines)
+        self.lines.extend(
+            alert_points(self.garden, alert.kind, alert.subject, json.dumps(body).encode(), self.end_ms).lines
+        )
         self.alerts.append(alert)
 
     @property
@@ -211,13 +218,13 @@ def _telemetry_message(
     return message
 
 
-def _simulate_node(spec: NodeSpec, start_s: int, end_s: int, facts: Facts) -> None:
+def _simulate_node(spec: NodeSpec, start_s: int, end_s: int, facts: Facts, seed: int) -> None:
     """One node on one port, through the bridge's parser and sequencing, for the whole range."""
     port = f"/dev/serial/by-id/usb-garden-sim-{spec.node}"
-    nf = facts.nodes[spec.node] = NodeFacts(spec.node, spec.bed, port)
-    sim = SimNode(spec.node, seed=7, interval_s=INTERVAL_S, faults=spec.faults, params=spec.params,
+    nf = facts.nodes[spec.node] = NodeFacts(facts.garden, spec.node, spec.bed, port)
+    sim = SimNode(spec.node, seed=seed, interval_s=INTERVAL_S, faults=spec.faults, params=spec.params,
                   start_t_s=float(start_s))  # fmt: skip
-    jitter = random.Random(f"latency:{spec.node}")
+    jitter = random.Random(f"latency:{facts.garden}:{spec.node}")
     decoder = FrameDecoder()
     seq_state: NodeSeq | None = None
     last_ts = 0
@@ -247,7 +254,7 @@ def _simulate_node(spec: NodeSpec, start_s: int, end_s: int, facts: Facts) -> No
                     continue
                 ts = last_ts = max(received_ms, last_ts + 1)
                 message = _telemetry_message(spec.node, seq_state.boot, item.seq, ts, dict(item.values), bed)
-                out.extend(telemetry_lines(GARDEN, message))
+                out.extend(telemetry_lines(facts.garden, message))
                 nf.readings += 1
                 values = message["values"]
                 if "sm0" in values and bed is not None:
@@ -283,7 +290,7 @@ def _simulate_node(spec: NodeSpec, start_s: int, end_s: int, facts: Facts) -> No
             }
             if battery_v is not None:
                 node_fields["battery_v"] = battery_v
-            out.append(line("node_status", {"garden": GARDEN, "node": spec.node, "bed": bed},
+            out.append(line("node_status", {"garden": facts.garden, "node": spec.node, "bed": bed},
                             node_fields, status_ms))  # fmt: skip
             nf.statuses.append((status_ms, node_fields))
             port_fields: dict[str, float | int | bool | str] = {
@@ -293,7 +300,7 @@ def _simulate_node(spec: NodeSpec, start_s: int, end_s: int, facts: Facts) -> No
                 "rejected": sum(nf.rejects.values()),
             }
             port_fields.update({f"rejects_{r}": n for r, n in sorted(nf.rejects.items())})
-            out.append(line("bridge_port", {"garden": GARDEN, "bridge": BRIDGE, "port": port},
+            out.append(line("bridge_port", {"garden": facts.garden, "bridge": BRIDGE, "port": port},
                             port_fields, status_ms))  # fmt: skip
             nf.port_statuses.append((status_ms, port_fields))
             next_status += STATUS_EVERY_S
@@ -446,13 +453,17 @@ def _node_alerts(facts: Facts) -> None:
     facts.alert(SeededAlert(low + 1_800_000, "tank", "bed-1a", "muted", None, "warning", text, who="Ana"))
 
 
-def simulate(end_ms: int) -> Facts:
-    """``DAYS`` whole UTC days ending at ``end_ms`` (a midnight), as line protocol."""
+def simulate(end_ms: int, garden: str = GARDEN, seed: int = 7) -> Facts:
+    """``DAYS`` whole UTC days of ``garden`` ending at ``end_ms`` (a midnight), as line protocol.
+
+    Another garden (``OTHER_GARDEN``, ``OTHER_SEED``) has the same beds, nodes, ports and
+    scenario, and other readings: its simulated sensors draw other noise and faults.
+    """
     end_s = end_ms // 1000
     start_s = end_s - DAYS * 86_400
-    facts = Facts(start_s * 1000, end_ms)
+    facts = Facts(start_s * 1000, end_ms, garden)
     for spec in NODES:
-        _simulate_node(spec, start_s, end_s, facts)
+        _simulate_node(spec, start_s, end_s, facts, seed)
     for day, hour, bed, text, who, kg in HARVESTS:
         ts = facts.start_ms + day * DAY_MS + hour * 3_600_000
         facts.event(ts, bed, "harvest", {"text": text, "who": who, "kg": kg})

@@ -28,10 +28,11 @@ from garden.commons.rota import WEEKDAYS
 from garden.commons.service import CONTRIBUTION_KINDS
 from garden.influx import Influx, InfluxSettings, Series
 from tests.dashboards import grafana_queries as gq
-from tests.dashboards.commons_seed import ROTA, CommonsFacts, simulate
+from tests.dashboards.commons_seed import GARDEN, ROTA, CommonsFacts, simulate
 from tests.dashboards.test_dashboards import datasource_min_interval, load_dashboards, walk_panels
 from tests.servers import Influxd
 
+OTHER_GARDEN = "north"
 DATABASE = "garden_commons"  # not the sensor seed's "garden": the two fixtures never meet
 BOARD = "commons.json"
 HOUR_MS = 3_600_000
@@ -47,7 +48,8 @@ EVENT_TYPES = {
 @dataclass(frozen=True)
 class Seeded:
     db: Influx
-    facts: CommonsFacts
+    facts: CommonsFacts  # GARDEN's
+    gardens: dict[str, CommonsFacts]  # every garden on the hub
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +60,10 @@ def commons(influxd: Influxd, tmp_path_factory: pytest.TempPathFactory) -> Itera
     db.execute(f'DROP DATABASE "{DATABASE}"')
     db.execute(f'CREATE DATABASE "{DATABASE}" WITH DURATION 400d REPLICATION 1 NAME "raw"')
     now_ms = int(time.time() * 1000) - 60_000  # everything seeded is in the past
-    facts = simulate(influxd.url, DATABASE, Path(tmp_path_factory.mktemp("commons")), now_ms)
-    yield Seeded(db, facts)
+    # A regional hub: a second garden's commons, the same scenario, in the same database.
+    gardens = {g: simulate(influxd.url, DATABASE, Path(tmp_path_factory.mktemp(f"commons-{g}")), now_ms, g)
+               for g in (GARDEN, OTHER_GARDEN)}  # fmt: skip
+    yield Seeded(db, gardens[GARDEN], gardens)
     db.execute(f'DROP DATABASE "{DATABASE}"')
     db.close()
 
@@ -95,7 +99,7 @@ def panel_range(panel: Mapping[str, Any], rng: gq.TimeRange) -> gq.TimeRange:
 
 @dataclass(frozen=True)
 class Case:
-    facts: CommonsFacts
+    gardens: dict[str, CommonsFacts]  # the gardens chosen
     rng: gq.TimeRange
     now_ms: int  # the real clock when the query ran: its now()
 
@@ -138,17 +142,23 @@ def grouped(series: Sequence[Series], keys: tuple[str, ...], columns: tuple[str,
 @check("Open watering claims")
 def _claims(series: Sequence[Series], case: Case) -> None:
     """Each bed's latest claim while it is open or done, whatever the time range."""
-    rows = only_series(series, ("time", "bed", "who", "status", "until"))
-    got = {r["bed"]: (r["who"], r["status"], r["until"]) for r in rows}
-    assert len(got) == len(rows), "one row per bed"
-    latest = {c["bed"]: c for c in case.facts.claims}  # by id: the newest claim of each bed
-    assert got == {bed: (c["who"], c["status"], c["expires_ms"]) for bed, c in latest.items()
-                   if c["status"] in ("open", "done")}  # fmt: skip
+    rows = only_series(series, ("time", "garden", "bed", "who", "status", "until"))
+    assert {r["garden"] for r in rows} == set(case.gardens)
+    for garden, facts in case.gardens.items():
+        got = {r["bed"]: (r["who"], r["status"], r["until"]) for r in rows if r["garden"] == garden}
+        assert len(got) == len([r for r in rows if r["garden"] == garden]), "one row per bed"
+        latest = {c["bed"]: c for c in facts.claims}  # by id: the newest claim of each bed
+        assert got == {bed: (c["who"], c["status"], c["expires_ms"]) for bed, c in latest.items()
+                       if c["status"] in ("open", "done")}  # fmt: skip
+        _claims_of_the_scenario(got, facts)
+
+
+def _claims_of_the_scenario(got: dict[str, tuple[Any, ...]], facts: CommonsFacts) -> None:
     # ben will water bed-1; ana watered bed-2 and the soil has yet to show it. bed-1's
     # earlier claim was confirmed, bed-3's watering taken on trust (no probe), cy's
     # claim on bed-4 lapsed, ana's watering there went unconfirmed, cy's next one was released.
     assert {bed: v[:2] for bed, v in got.items()} == {"bed-1": ("ben", "open"), "bed-2": ("ana", "done")}
-    assert all(until > case.facts.now_ms for _, _, until in got.values())
+    assert all(until > facts.now_ms for _, _, until in got.values())
 
 
 def rota_week(facts: CommonsFacts, today: dt.date) -> list[tuple[int, str, str]]:
@@ -164,25 +174,33 @@ def rota_week(facts: CommonsFacts, today: dt.date) -> list[tuple[int, str, str]]
 
 @check("Watering rota this week")
 def _rota(series: Sequence[Series], case: Case) -> None:
-    rows = only_series(series, ("time", "weekday", "who"))
-    got = [(r["time"], r["weekday"], r["who"]) for r in rows]
+    rows = only_series(series, ("time", "garden", "weekday", "who"))
+    assert {r["garden"] for r in rows} == set(case.gardens)
     today = utc_day(case.now_ms)
-    assert got == rota_week(case.facts, today)
-    on_duty = {weekday: who for _, weekday, who in got}
-    assert on_duty["Monday"] == ("ben" if case.facts.swap_day >= today else "ana"), "ana handed this Monday to ben"
-    assert on_duty["Thursday"] == "ben, cy" and on_duty["Sunday"] == "-"
+    for garden, facts in case.gardens.items():
+        got = [(r["time"], r["weekday"], r["who"]) for r in rows if r["garden"] == garden]
+        assert got == rota_week(facts, today)
+        on_duty = {weekday: who for _, weekday, who in got}
+        assert on_duty["Monday"] == ("ben" if facts.swap_day >= today else "ana"), "ana handed this Monday to ben"
+        assert on_duty["Thursday"] == "ben, cy" and on_duty["Sunday"] == "-"
 
 
 @check("Open harvest shares")
 def _shares(series: Sequence[Series], case: Case) -> None:
     """Each open share's latest state, with what is left after the claims granted so far."""
-    columns = ("time", "share", "crop", "bed", "remaining", "unit", "who", "text", "until")
-    rows = {r["share"]: r for r in only_series(series, columns)}
+    columns = ("time", "garden", "share", "crop", "bed", "remaining", "unit", "who", "text", "until")
+    every = only_series(series, columns)
+    assert {r["garden"] for r in every} == set(case.gardens)
+    for garden, facts in case.gardens.items():
+        _shares_of({r["share"]: r for r in every if r["garden"] == garden}, facts)
+
+
+def _shares_of(rows: dict[str, dict[str, Any]], facts: CommonsFacts) -> None:
     expected = {}
-    for s in case.facts.shares:
+    for s in facts.shares:
         if s["status"] != "open":
             continue
-        granted = sum(c["granted"] for c in case.facts.share_claims if c["share_id"] == s["id"])
+        granted = sum(c["granted"] for c in facts.share_claims if c["share_id"] == s["id"])
         scale = 1000 if s["unit"] == "g" else 1
         expected[f"s{s['id']}"] = (s["crop"], s["bed"], (s["offered"] - granted) / scale,
                                    "kg" if s["unit"] == "g" else "pcs", s["who"], s["expires_ms"])  # fmt: skip
@@ -197,33 +215,42 @@ def _shares(series: Sequence[Series], case: Case) -> None:
 @check("Harvests by crop and bed")
 def _harvests(series: Sequence[Series], case: Case) -> None:
     sums: dict[tuple[str, ...], dict[str, float | None]] = {}
-    for h in case.facts.harvests:
-        if case.inside(h["ts"]):
-            slot = sums.setdefault((h["crop"], h["bed"]), {"kg": None, "pieces": None})
+    for garden, facts in case.gardens.items():
+        for h in facts.harvests:
+            if not case.inside(h["ts"]):
+                continue
+            slot = sums.setdefault((garden, h["crop"], h["bed"]), {"kg": None, "pieces": None})
             field, amount = ("kg", h["amount"] / 1000) if h["unit"] == "g" else ("pieces", h["amount"])
             slot[field] = (slot[field] or 0) + amount
-    got = grouped(series, ("crop", "bed"), ("time", "kg", "pieces"))
+    got = grouped(series, ("garden", "crop", "bed"), ("time", "kg", "pieces"))
     assert set(got) == set(sums)
     for key, row in got.items():
         assert {k: row[k] for k in ("kg", "pieces")} == pytest.approx(sums[key]), key
     if case.rng.to_ms - case.rng.from_ms > 3 * DAY_MS:
-        rounded = {k: tuple(None if v is None else round(v, 9) for v in (r["kg"], r["pieces"])) for k, r in got.items()}
-        assert rounded == {("tomato", "bed-2"): (8.5, None), ("courgette", "bed-1"): (3.0, None),
-                           ("beans", "bed-4"): (1.2, None), ("lettuce", "bed-1"): (None, 12),
-                           ("lettuce", "bed-3"): (None, 6)}  # fmt: skip
+        rounded = {k[1:]: tuple(None if v is None else round(v, 9) for v in (r["kg"], r["pieces"]))
+                   for k, r in got.items() if k[0] == GARDEN}  # fmt: skip
+        assert not rounded or rounded == {("tomato", "bed-2"): (8.5, None), ("courgette", "bed-1"): (3.0, None),
+                                          ("beans", "bed-4"): (1.2, None), ("lettuce", "bed-1"): (None, 12),
+                                          ("lettuce", "bed-3"): (None, 6)}  # fmt: skip
 
 
 def _contributions(series: Sequence[Series], case: Case) -> None:
+    """The chosen gardens' counts, added up."""
     counts: dict[str, int] = {}
-    for c in case.facts.contributions:
-        if case.inside(c["ts"]):
-            counts[c["kind"]] = counts.get(c["kind"], 0) + 1
+    for facts in case.gardens.values():
+        for c in facts.contributions:
+            if case.inside(c["ts"]):
+                counts[c["kind"]] = counts.get(c["kind"], 0) + 1
     got = {kind: row["n"] for (kind,), row in grouped(series, ("kind",), ("time", "n")).items()}
     assert got == counts
     if case.rng.to_ms - case.rng.from_ms > 3 * DAY_MS:
-        assert got == case.facts.contributions_by_kind, "the commons' own totals"
-        assert got == {"watering": 4, "claim_honoured": 1, "harvest_shared": 4, "share_picked_up": 1,
-                       "node_maintained": 1}  # fmt: skip
+        totals: dict[str, int] = {}
+        for facts in case.gardens.values():
+            for kind, n in facts.contributions_by_kind.items():
+                totals[kind] = totals.get(kind, 0) + n
+        assert got == totals, "the commons' own totals"
+        one = {"watering": 4, "claim_honoured": 1, "harvest_shared": 4, "share_picked_up": 1, "node_maintained": 1}
+        assert got == {kind: n * len(case.gardens) for kind, n in one.items()}
 
 
 CHECKS["Contributions"] = _contributions
@@ -251,17 +278,29 @@ def test_panel_query_answers(commons: Seeded, title: str) -> None:
     runs = 0
     for range_name, dashboard_range in ranges(int(time.time() * 1000)).items():
         rng = panel_range(panel, dashboard_range)
-        ctx = gq.Context(rng, gq.panel_interval_ms(panel, rng, datasource_min_interval()))
-        for target in panel["targets"]:
-            query = gq.expand_query(target["query"], ctx)
-            assert not re.search(r"\$\w", query), f"unexpanded variable in {query}"
-            series, now_ms = run(commons.db, query)
-            try:
-                CHECKS[title](series, Case(commons.facts, rng, now_ms))
-            except AssertionError as err:
-                raise AssertionError(f"{range_name}: {query}\n{err}") from err
-            runs += 1
-    assert runs >= 2
+        for pick, gardens in garden_picks(commons):
+            ctx = gq.Context(rng, gq.panel_interval_ms(panel, rng, datasource_min_interval()), {"garden": pick})
+            for target in panel["targets"]:
+                query = gq.expand_query(target["query"], ctx)
+                assert not re.search(r"\$\w", query), f"unexpanded variable in {query}"
+                series, now_ms = run(commons.db, query)
+                try:
+                    CHECKS[title](series, Case(gardens, rng, now_ms))
+                except AssertionError as err:
+                    raise AssertionError(f"{range_name}, garden={pick.current}: {query}\n{err}") from err
+                runs += 1
+    assert runs >= 6
+
+
+def garden_picks(commons: Seeded) -> list[tuple[gq.Variable, dict[str, CommonsFacts]]]:
+    """$garden as a gardener picks it: each garden alone, and All; with the gardens it shows."""
+    [model] = [v for v in board()["templating"]["list"] if v["name"] == "garden"]
+    names = sorted(commons.gardens)
+    picks: list[tuple[gq.Variable, dict[str, CommonsFacts]]] = [
+        (gq.Variable.from_model(model, names, [g]), {g: commons.gardens[g]}) for g in names
+    ]
+    picks.append((gq.Variable.from_model(model, names, gq.ALL_VALUE), dict(commons.gardens)))
+    return picks
 
 
 def test_contribution_panels_name_every_kind() -> None:
@@ -304,10 +343,11 @@ def test_annotation_query_answers(commons: Seeded, name: str) -> None:
     [model] = [a for a in commons_annotations() if a["name"] == name]
     types = annotation_types(model)
     for rng in ranges(int(time.time() * 1000)).values():
-        expected = sorted((e.ts, e.text) for e in commons.facts.events if e.type in types and rng.from_ms <= e.ts
-                          <= rng.to_ms)  # fmt: skip
-        assert annotation_rows(commons.db, model, rng) == expected
-        assert expected, f"the seeded commons has {name} in every range"
+        for pick, gardens in garden_picks(commons):
+            expected = sorted((e.ts, e.text) for f in gardens.values() for e in f.events if e.type in types
+                              and rng.from_ms <= e.ts <= rng.to_ms)  # fmt: skip
+            assert annotation_rows(commons.db, model, rng, {"garden": pick}) == expected
+            assert expected, f"the seeded commons has {name} in every range"
 
 
 def test_the_seed_recorded_the_events_the_board_shows(commons: Seeded) -> None:
@@ -321,12 +361,13 @@ def test_bed_dashboard_shows_the_commons_harvests(commons: Seeded) -> None:
     """bed-detail's Harvest annotation: the harvests the commons logged for that bed, and only those."""
     dashboard = load_dashboards()["bed-detail.json"]
     [model] = [a for a in dashboard["annotations"]["list"] if a.get("name") == "Harvest"]
-    [bed_model] = dashboard["templating"]["list"]
+    [garden_model, bed_model] = dashboard["templating"]["list"]
     beds = sorted({e.bed for e in commons.facts.events if e.bed})
     rng = ranges(int(time.time() * 1000))["30 days"]
     found = {}
+    garden = gq.Variable.from_model(garden_model, sorted(commons.gardens), [GARDEN])
     for bed in beds:
-        variables = {"bed": gq.Variable.from_model(bed_model, beds, bed)}
+        variables = {"garden": garden, "bed": gq.Variable.from_model(bed_model, beds, bed)}
         found[bed] = annotation_rows(commons.db, model, rng, variables)
         assert found[bed] == sorted((e.ts, e.text) for e in commons.facts.events if e.type == "harvest" and
                                     e.bed == bed)  # fmt: skip

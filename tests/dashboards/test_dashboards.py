@@ -28,7 +28,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,7 @@ import pytest
 from garden.influx import Influx, InfluxSettings, Series
 from tests.dashboards import grafana_queries as gq
 from tests.dashboards import yaml_subset
-from tests.dashboards.seed import DAY_MS, Facts, NodeFacts, simulate
+from tests.dashboards.seed import DAY_MS, GARDEN, OTHER_GARDEN, OTHER_SEED, Facts, NodeFacts, simulate
 from tests.servers import Influxd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -393,7 +393,8 @@ def test_template_variables_are_escaped_only_where_grafana_escapes_them() -> Non
 @dataclass(frozen=True)
 class Seeded:
     db: Influx
-    facts: Facts
+    facts: Facts  # the garden GARDEN
+    gardens: Mapping[str, Facts]  # every garden on the hub: GARDEN and OTHER_GARDEN
 
 
 @pytest.fixture(scope="module")
@@ -407,10 +408,12 @@ def seeded(influxd: Influxd) -> Iterator[Seeded]:
     db.execute(f'CREATE RETENTION POLICY "hourly" ON "{DATABASE}" DURATION 1825d REPLICATION 1')
     db.execute(f'CREATE RETENTION POLICY "daily" ON "{DATABASE}" DURATION INF REPLICATION 1')
     end_ms = int(time.time() // 86_400) * DAY_MS  # the last midnight (UTC): whole days, all in the past
-    facts = simulate(end_ms)
-    for i in range(0, len(facts.lines), 5000):
-        db.write_lines(facts.lines[i : i + 5000])
-    yield Seeded(db, facts)
+    # A regional hub: two gardens in one database, each with a bed-1, a node bed-1a and so on.
+    gardens = {GARDEN: simulate(end_ms), OTHER_GARDEN: simulate(end_ms, OTHER_GARDEN, OTHER_SEED)}
+    for facts in gardens.values():
+        for i in range(0, len(facts.lines), 5000):
+            db.write_lines(facts.lines[i : i + 5000])
+    yield Seeded(db, gardens[GARDEN], gardens)
     db.execute(f'DROP DATABASE "{DATABASE}"')
     db.close()
 
@@ -422,21 +425,36 @@ def ranges(facts: Facts) -> dict[str, gq.TimeRange]:
     }
 
 
-def variable_options(db: Influx, model: Mapping[str, Any], rng: gq.TimeRange) -> list[str]:
-    ctx = gq.Context(rng, gq.interval_to_ms("5m"))
-    return gq.metric_find_values(db.query(gq.expand_query(model["query"], ctx)))
+def variable_options(db: Influx, model: Mapping[str, Any], rng: gq.TimeRange,
+                     variables: Mapping[str, gq.Variable] | None = None) -> list[str]:  # fmt: skip
+    """A variable's options, its query expanded with the values of the variables before it."""
+    ctx = gq.Context(rng, gq.interval_to_ms("5m"), variables or {})
+    return gq.variable_options(model, db.query(gq.expand_query(model["query"], ctx)))
 
 
 def variable_choices(db: Influx, dashboard: Mapping[str, Any], rng: gq.TimeRange) -> list[dict[str, gq.Variable]]:
-    """Every value a gardener can pick: each option, and All where offered."""
-    per_variable: list[list[gq.Variable]] = []
+    """Every value a gardener can pick: each option, and All where offered.
+
+    Variables are chosen in their order, each one's options found with the choices
+    before it (the beds and nodes of the chosen gardens), as Grafana refreshes them.
+    """
+    choices: list[dict[str, gq.Variable]] = [{}]
     for model in dashboard["templating"]["list"]:
-        options = variable_options(db, model, rng)
-        picks: list[str | list[str]] = [[o] if model.get("multi") else o for o in options]
-        if model.get("includeAll"):
-            picks.insert(0, gq.ALL_VALUE)
-        per_variable.append([gq.Variable.from_model(model, options, pick) for pick in picks])
-    return [{v.name: v for v in combo} for combo in itertools.product(*per_variable)]
+        following = []
+        for chosen in choices:
+            options = variable_options(db, model, rng, chosen)
+            picks: list[str | list[str]] = [[o] if model.get("multi") else o for o in options]
+            if model.get("includeAll"):
+                picks.insert(0, gq.ALL_VALUE)
+            following += [{**chosen, model["name"]: gq.Variable.from_model(model, options, p)} for p in picks]
+        choices = following
+    return choices
+
+
+def garden_pick(dashboard: Mapping[str, Any], gardens: Iterable[str], pick: str | list[str]) -> gq.Variable:
+    """The dashboard's $garden with these gardens on offer and ``pick`` chosen (ALL_VALUE for All)."""
+    [model] = [v for v in dashboard["templating"]["list"] if v["name"] == "garden"]
+    return gq.Variable.from_model(model, sorted(gardens), pick)
 
 
 def selected(variable: gq.Variable) -> list[str]:
@@ -445,25 +463,45 @@ def selected(variable: gq.Variable) -> list[str]:
     return [variable.current] if isinstance(variable.current, str) else list(variable.current)
 
 
-def test_template_variable_queries_list_the_beds_and_nodes(seeded: Seeded) -> None:
+def test_template_variable_queries_list_the_gardens_beds_and_nodes(seeded: Seeded) -> None:
     dashboards = load_dashboards()
     rng = ranges(seeded.facts)["3 days"]
-    [bed] = dashboards["bed-detail.json"]["templating"]["list"]
-    [node] = dashboards["node-health.json"]["templating"]["list"]
-    assert variable_options(seeded.db, bed, rng) == seeded.facts.beds
-    assert variable_options(seeded.db, node, rng) == sorted(seeded.facts.nodes)
+    for name, d in dashboards.items():
+        garden = d["templating"]["list"][0]
+        assert garden["name"] == "garden", f"{name}: $garden comes first, the others depend on it"
+        assert garden["multi"] and garden["includeAll"] and garden["allValue"] == ".*" and garden["sort"] == 1
+        assert variable_options(seeded.db, garden, rng) == sorted(seeded.gardens) == [GARDEN, OTHER_GARDEN]
+    [_, bed] = dashboards["bed-detail.json"]["templating"]["list"]
+    [_, node] = dashboards["node-health.json"]["templating"]["list"]
+    for g, facts in seeded.gardens.items():
+        for pick in ([g], g):  # several gardens chosen, or one (from a link's var-garden)
+            variables = {"garden": garden_pick(dashboards["bed-detail.json"], seeded.gardens, pick)}
+            assert variable_options(seeded.db, bed, rng, variables) == facts.beds
+            assert variable_options(seeded.db, node, rng, variables) == sorted(facts.nodes)
+    every = {"garden": garden_pick(dashboards["bed-detail.json"], seeded.gardens, gq.ALL_VALUE)}
+    assert variable_options(seeded.db, bed, rng, every) == sorted({b for f in seeded.gardens.values() for b in f.beds})
+    nodes = sorted({n for f in seeded.gardens.values() for n in f.nodes})
+    assert variable_options(seeded.db, node, rng, every) == nodes
 
 
 # ------------------------------------------------- recomputing the answers
 
 
+def chosen_gardens(gardens: Mapping[str, Facts], variables: Mapping[str, gq.Variable]) -> dict[str, Facts]:
+    """The seeded gardens that the $garden chosen shows (All: every one)."""
+    if variables["garden"].current == gq.ALL_VALUE:
+        return dict(gardens)
+    return {g: f for g, f in gardens.items() if g in selected(variables["garden"])}
+
+
 @dataclass(frozen=True)
 class Case:
-    facts: Facts
+    facts: Facts  # GARDEN's: its times and scenario
     rng: gq.TimeRange
     interval_ms: int
     variables: Mapping[str, gq.Variable]
     panel: Mapping[str, Any]
+    gardens: Mapping[str, Facts]  # the gardens chosen
 
     def inside(self, ts: int) -> bool:
         return self.rng.from_ms <= ts <= self.rng.to_ms
@@ -473,16 +511,24 @@ class Case:
         bed = self.variables["bed"].current if "bed" in self.variables else None
         return [
             nf
-            for nf in self.facts.nodes.values()
+            for facts in self.gardens.values()
+            for nf in facts.nodes.values()
             if (chosen is None or nf.node in chosen) and (bed is None or nf.bed == bed)
         ]
 
-    def needs(self, bed: str) -> list[tuple[int, dict[str, Any]]]:
-        """The bed's water_need points in the range."""
-        return [(ts, f) for ts, f in self.facts.needs.get(bed, []) if self.inside(ts)]
+    def node(self, garden: str, node: str) -> NodeFacts:
+        return self.gardens[garden].nodes[node]
 
-    def need_beds(self) -> set[tuple[str]]:
-        return {(bed,) for bed in self.facts.needs if self.needs(bed)}
+    def events(self) -> list[tuple[str, int, str | None, str]]:
+        """(garden, time, bed, type) of every event of the chosen gardens."""
+        return [(g, ts, bed, kind) for g, f in self.gardens.items() for ts, bed, kind in f.events]
+
+    def needs(self, garden: str, bed: str) -> list[tuple[int, dict[str, Any]]]:
+        """The bed's water_need points in the range."""
+        return [(ts, f) for ts, f in self.gardens[garden].needs.get(bed, []) if self.inside(ts)]
+
+    def need_beds(self) -> set[tuple[str, str]]:
+        return {(g, bed) for g, f in self.gardens.items() for bed in f.needs if self.needs(g, bed)}
 
     def last_status(self, nf: NodeFacts, port: bool = False) -> dict[str, Any]:
         statuses = nf.port_statuses if port else nf.statuses
@@ -555,12 +601,12 @@ def expect(uid: str, title: str) -> Callable[[Check], Check]:
     return register
 
 
-def beds_of(case: Case) -> set[tuple[str]]:
-    return {(nf.bed,) for nf in case.nodes() if any(case.inside(ts) for ts, _ in nf.vwc)}
+def beds_of(case: Case) -> set[tuple[str, str]]:
+    return {(nf.garden, nf.bed) for nf in case.nodes() if any(case.inside(ts) for ts, _ in nf.vwc)}
 
 
-def tanks_of(case: Case) -> set[tuple[str, str]]:
-    return {(nf.node, "tk0") for nf in case.nodes()}
+def tanks_of(case: Case) -> set[tuple[str, str, str]]:
+    return {(nf.garden, nf.node, "tk0") for nf in case.nodes()}
 
 
 NEED_COLUMNS = ("level", "hours_left", "hours_low", "hours_high", "vwc_pct", "trigger_vwc")
@@ -574,14 +620,15 @@ def need_colour(panel: Mapping[str, Any], level: int, table: bool = False) -> st
 @expect("garden-overview", "Which beds need water")
 def _need_tiles(series: Sequence[Series], case: Case) -> None:
     """One tile per bed the hub evaluated, with its latest level, coloured by the panel's mappings."""
-    by_bed = one_series_each(series, ("bed",), case.need_beds(), ("time", "level"))
+    by_bed = one_series_each(series, ("garden", "bed"), case.need_beds(), ("time", "level"))
     colours = {}
-    for (bed,), s in by_bed.items():
+    for (garden, bed), s in by_bed.items():
         [(ts, level)] = s.values
-        last_ts, last = case.needs(bed)[-1]
+        last_ts, last = case.needs(garden, bed)[-1]
         assert (ts, level) == (last_ts, last["level"]), bed
-        colours[bed] = need_colour(case.panel, level)
-    if case.rng.to_ms == case.facts.end_ms:
+        if garden == GARDEN:
+            colours[bed] = need_colour(case.panel, level)
+    if case.rng.to_ms == case.facts.end_ms and GARDEN in case.gardens:
         # The seeded garden now: bed-1 dries towards its trigger, bed-2 was just watered,
         # bed-3 (its gardener is away) is past its critical level, bed-4 has no node yet.
         assert colours == {"bed-1": "yellow", "bed-2": "green", "bed-3": "red", "bed-4": GREY}
@@ -590,13 +637,13 @@ def _need_tiles(series: Sequence[Series], case: Case) -> None:
 @expect("garden-overview", "When to water")
 def _need_table(series: Sequence[Series], case: Case) -> None:
     """One row per bed: its latest evaluation, each number as the hub wrote it, or empty."""
-    by_bed = one_series_each(series, ("bed",), case.need_beds(), ("time", *NEED_COLUMNS))
-    for (bed,), s in by_bed.items():
+    by_bed = one_series_each(series, ("garden", "bed"), case.need_beds(), ("time", *NEED_COLUMNS))
+    for (garden, bed), s in by_bed.items():
         [row] = s.records()
-        ts, last = case.needs(bed)[-1]
+        ts, last = case.needs(garden, bed)[-1]
         assert row == {"time": ts, **{k: last.get(k) for k in NEED_COLUMNS}}, bed
-    if case.rng.to_ms - case.rng.from_ms >= DAY_MS:
-        rows = {s.tags["bed"]: s.records()[0] for s in series}
+    if case.rng.to_ms - case.rng.from_ms >= DAY_MS and GARDEN in case.gardens:
+        rows = {s.tags["bed"]: s.records()[0] for s in series if s.tags["garden"] == GARDEN}
         assert rows["bed-3"]["hours_left"] == 0.0, "past its trigger: water now"
         assert rows["bed-1"]["hours_left"] is not None and 0 < rows["bed-1"]["hours_left"] <= 24, "soon"
         assert all(rows["bed-4"][k] is None for k in ("hours_left", "vwc_pct")), "no readings, no forecast"
@@ -605,43 +652,46 @@ def _need_table(series: Sequence[Series], case: Case) -> None:
 @expect("garden-bed", "Need")
 def _bed_need(series: Sequence[Series], case: Case) -> None:
     bed = case.variables["bed"].current
-    [s] = series
-    assert s.columns == ("time", "level") and not s.tags
-    ts, last = case.needs(bed)[-1]
-    assert s.values == ((ts, last["level"]),)
-    assert need_colour(case.panel, last["level"]) == NEED_LEVELS[last["level"]][1]
+    assert isinstance(bed, str)
+    expected = {(g,) for g in case.gardens if case.needs(g, bed)}
+    for (garden,), s in one_series_each(series, ("garden",), expected, ("time", "level")).items():
+        ts, last = case.needs(garden, bed)[-1]
+        assert s.values == ((ts, last["level"]),)
+        assert need_colour(case.panel, last["level"]) == NEED_LEVELS[last["level"]][1]
 
 
 @expect("garden-bed", "Water in")
 def _bed_water_in(series: Sequence[Series], case: Case) -> None:
     """The latest evaluation's forecast, even when it has none (then the stat says "No forecast")."""
     bed = case.variables["bed"].current
-    [s] = series
+    assert isinstance(bed, str)
     columns = ("level", "hours_left", "hours_low", "hours_high")
-    assert s.columns == ("time", *columns)
-    ts, last = case.needs(bed)[-1]
-    assert s.values == ((ts, *(last.get(k) for k in columns)),)
+    expected = {(g,) for g in case.gardens if case.needs(g, bed)}
+    for (garden,), s in one_series_each(series, ("garden",), expected, ("time", *columns)).items():
+        ts, last = case.needs(garden, bed)[-1]
+        assert s.values == ((ts, *(last.get(k) for k in columns)),)
     assert case.panel["transformations"] == [HIDE_LEVEL]
 
 
 @expect("garden-overview", "Soil moisture now")
 def _moisture_tiles(series: Sequence[Series], case: Case) -> None:
-    by_bed = one_series_each(series, ("bed",), beds_of(case), ("time", "vwc_pct"))
+    by_bed = one_series_each(series, ("garden", "bed"), beds_of(case), ("time", "vwc_pct"))
     colours = set()
     for nf in case.nodes():
-        [(_, value)] = by_bed[(nf.bed,)].values
+        [(_, value)] = by_bed[(nf.garden, nf.bed)].values
         assert value == last_in(nf.vwc, case), nf.bed
         steps = case.panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
-        colours.add([s["color"] for s in steps if s["value"] is None or value >= s["value"]][-1])
-    if case.rng.to_ms - case.rng.from_ms >= DAY_MS:
+        if nf.garden == GARDEN:
+            colours.add([s["color"] for s in steps if s["value"] is None or value >= s["value"]][-1])
+    if case.rng.to_ms - case.rng.from_ms >= DAY_MS and GARDEN in case.gardens:
         assert {"red", "orange", "green"} <= colours, "the seeded garden has a thirsty, a dry and a fine bed"
 
 
 @expect("garden-overview", "Soil moisture by bed")
 def _moisture_by_bed(series: Sequence[Series], case: Case) -> None:
-    by_bed = one_series_each(series, ("bed",), beds_of(case), ("time", "vwc_pct"))
+    by_bed = one_series_each(series, ("garden", "bed"), beds_of(case), ("time", "vwc_pct"))
     for nf in case.nodes():
-        s = by_bed[(nf.bed,)]
+        s = by_bed[(nf.garden, nf.bed)]
         assert_time_buckets(s, case)
         raw = [v for ts, v in nf.vwc if case.inside(ts)]
         within(values_of(s, "vwc_pct"), min(raw), max(raw), nf.bed)
@@ -650,16 +700,16 @@ def _moisture_by_bed(series: Sequence[Series], case: Case) -> None:
 @expect("garden-overview", "Water in the tanks")
 @expect("garden-water", "Water left")
 def _litres_now(series: Sequence[Series], case: Case) -> None:
-    by_tank = one_series_each(series, ("node", "sensor"), tanks_of(case), ("time", "litres"))
+    by_tank = one_series_each(series, ("garden", "node", "sensor"), tanks_of(case), ("time", "litres"))
     for nf in case.nodes():
-        [(_, litres)] = by_tank[(nf.node, "tk0")].values
+        [(_, litres)] = by_tank[(nf.garden, nf.node, "tk0")].values
         assert litres == last_in(nf.litres, case)
 
 
 def _per_node(column: str, low: float, high: float) -> Check:
     def check(series: Sequence[Series], case: Case) -> None:
-        expected = {(nf.node,) for nf in case.nodes()}
-        for s in one_series_each(series, ("node",), expected, ("time", column)).values():
+        expected = {(nf.garden, nf.node) for nf in case.nodes()}
+        for s in one_series_each(series, ("garden", "node"), expected, ("time", column)).values():
             assert_time_buckets(s, case)
             within(values_of(s, column), low, high, f"{s.tags} {column}")
 
@@ -673,10 +723,10 @@ EXPECT[("garden-overview", "Light")] = _per_node("lux", 0, 60_000)
 
 @expect("garden-bed", "Moisture now")
 def _moisture_now(series: Sequence[Series], case: Case) -> None:
-    expected = {(nf.node, "sm0") for nf in case.nodes()}
-    by_probe = one_series_each(series, ("node", "sensor"), expected, ("time", "vwc_pct"))
+    expected = {(nf.garden, nf.node, "sm0") for nf in case.nodes()}
+    by_probe = one_series_each(series, ("garden", "node", "sensor"), expected, ("time", "vwc_pct"))
     for nf in case.nodes():
-        [(_, value)] = by_probe[(nf.node, "sm0")].values
+        [(_, value)] = by_probe[(nf.garden, nf.node, "sm0")].values
         assert value == last_in(nf.vwc, case)
 
 
@@ -685,16 +735,18 @@ def _bed_moisture(series: Sequence[Series], case: Case) -> None:
     column = series[0].columns[-1]
     if column != "vwc_pct":  # the bed's own lines, from the hub's water_need
         assert column in ("trigger_vwc", "critical_vwc", "fc_vwc")
-        [s] = series
-        assert s.columns == ("time", column) and not s.tags
-        assert_time_buckets(s, case)
-        seeded = [f[column] for _, f in case.needs(case.variables["bed"].current)]
-        within(values_of(s, column), min(seeded), max(seeded), column)
+        bed = case.variables["bed"].current
+        assert isinstance(bed, str)
+        expected_gardens = {(g,) for g in case.gardens if case.needs(g, bed)}
+        for (garden,), s in one_series_each(series, ("garden",), expected_gardens, ("time", column)).items():
+            assert_time_buckets(s, case)
+            seeded = [f[column] for _, f in case.needs(garden, bed)]
+            within(values_of(s, column), min(seeded), max(seeded), column)
         return
-    expected = {(nf.node, "sm0") for nf in case.nodes()}
-    by_probe = one_series_each(series, ("node", "sensor"), expected, ("time", "vwc_pct"))
+    expected = {(nf.garden, nf.node, "sm0") for nf in case.nodes()}
+    by_probe = one_series_each(series, ("garden", "node", "sensor"), expected, ("time", "vwc_pct"))
     for nf in case.nodes():
-        s = by_probe[(nf.node, "sm0")]
+        s = by_probe[(nf.garden, nf.node, "sm0")]
         assert_time_buckets(s, case)
         raw = [v for ts, v in nf.vwc if case.inside(ts)]
         within(values_of(s, "vwc_pct"), min(raw), max(raw), nf.bed)
@@ -702,8 +754,8 @@ def _bed_moisture(series: Sequence[Series], case: Case) -> None:
 
 @expect("garden-bed", "Soil temperature in $bed")
 def _soil_temperature(series: Sequence[Series], case: Case) -> None:
-    expected = {(nf.node, "st0") for nf in case.nodes()}
-    for s in one_series_each(series, ("node", "sensor"), expected, ("time", "temp_c")).values():
+    expected = {(nf.garden, nf.node, "st0") for nf in case.nodes()}
+    for s in one_series_each(series, ("garden", "node", "sensor"), expected, ("time", "temp_c")).values():
         assert_time_buckets(s, case)
         within(values_of(s, "temp_c"), 13.0, 19.0, "soil: 16 °C ± 0.4 × 7")  # the simulator's soil
 
@@ -711,10 +763,10 @@ def _soil_temperature(series: Sequence[Series], case: Case) -> None:
 @expect("garden-bed", "What happened in $bed")
 def _bed_events(series: Sequence[Series], case: Case) -> None:
     bed = case.variables["bed"].current
-    expected = sorted(((ts, kind) for ts, b, kind in case.facts.events if b == bed and case.inside(ts)),
-                      reverse=True)  # fmt: skip
+    expected = sorted((ts, kind) for _, ts, b, kind in case.events() if b == bed and case.inside(ts))
     rows = [(r["time"], r["type"]) for s in series for r in s.records()]
-    assert rows == expected
+    assert sorted(rows) == expected, "the chosen gardens' events of the bed, no others"
+    assert [ts for ts, _ in rows] == sorted((ts for ts, _ in rows), reverse=True), "newest first"
     for s in series:
         assert s.columns == ("time", "type", "text", "who", "litres", "mm", "kg")
 
@@ -727,30 +779,30 @@ def _hourly_tank(nf: NodeFacts, case: Case) -> tuple[float, float]:
 
 @expect("garden-water", "Days of water left")
 def _days_left(series: Sequence[Series], case: Case) -> None:
-    by_tank = one_series_each(series, ("node", "sensor"), tanks_of(case), ("time", "days_left"))
+    by_tank = one_series_each(series, ("garden", "node", "sensor"), tanks_of(case), ("time", "days_left"))
     for nf in case.nodes():
-        [(_, days)] = by_tank[(nf.node, "tk0")].values
+        [(_, days)] = by_tank[(nf.garden, nf.node, "tk0")].values
         litres, fall = _hourly_tank(nf, case)
         assert days == pytest.approx(litres / fall, rel=1e-9)
-        watered = [ts for ts, b, kind in case.facts.events if b == nf.bed and kind == "watering"]
+        watered = [ts for g, ts, b, kind in case.events() if (g, b) == (nf.garden, nf.bed) and kind == "watering"]
         if case.rng.to_ms - case.rng.from_ms >= DAY_MS and watered:
             assert 7 < days < 120, f"{nf.node}: a realistic tank lasts weeks, not {days:.0f} days"
 
 
 @expect("garden-water", "Water used per day")
 def _use_per_day(series: Sequence[Series], case: Case) -> None:
-    by_tank = one_series_each(series, ("node", "sensor"), tanks_of(case), ("time", "litres_per_day"))
+    by_tank = one_series_each(series, ("garden", "node", "sensor"), tanks_of(case), ("time", "litres_per_day"))
     for nf in case.nodes():
-        [(_, per_day)] = by_tank[(nf.node, "tk0")].values
+        [(_, per_day)] = by_tank[(nf.garden, nf.node, "tk0")].values
         assert per_day == pytest.approx(_hourly_tank(nf, case)[1], rel=1e-9, abs=1e-9)
 
 
 def _tank_series(column: str, scale: float) -> Check:
     def check(series: Sequence[Series], case: Case) -> None:
-        for (node, _), s in one_series_each(series, ("node", "sensor"), tanks_of(case),
-                                            ("time", column)).items():  # fmt: skip
+        for (garden, node, _), s in one_series_each(series, ("garden", "node", "sensor"), tanks_of(case),
+                                                    ("time", column)).items():  # fmt: skip
             assert_time_buckets(s, case)
-            litres = [v for ts, v in case.facts.nodes[node].litres if case.inside(ts)]
+            litres = [v for ts, v in case.node(garden, node).litres if case.inside(ts)]
             within(values_of(s, column), min(litres) * scale - 1, max(litres) * scale + 1, f"{node} {column}")
 
     return check
@@ -763,9 +815,9 @@ EXPECT[("garden-water", "Water level")] = _tank_series("level_cm", 0.1)  # 10 l 
 @expect("garden-nodes", "Nodes")
 def _nodes_table(series: Sequence[Series], case: Case) -> None:
     columns = ("time", "last_seen", "online", "seq", "lost", "reboots", "battery_v")
-    by_node = one_series_each(series, ("node",), {(nf.node,) for nf in case.nodes()}, columns)
+    by_node = one_series_each(series, ("garden", "node"), {(nf.garden, nf.node) for nf in case.nodes()}, columns)
     for nf in case.nodes():
-        [row] = by_node[(nf.node,)].records()
+        [row] = by_node[(nf.garden, nf.node)].records()
         status = case.last_status(nf)
         assert {k: row[k] for k in columns[1:]} == {k: status[k] for k in columns[1:]}
         assert row["last_seen"] <= case.rng.to_ms
@@ -773,9 +825,10 @@ def _nodes_table(series: Sequence[Series], case: Case) -> None:
 
 @expect("garden-nodes", "Readings lost on the line")
 def _lost(series: Sequence[Series], case: Case) -> None:
-    by_node = one_series_each(series, ("node",), {(nf.node,) for nf in case.nodes()}, ("time", "lost"))
+    expected = {(nf.garden, nf.node) for nf in case.nodes()}
+    by_node = one_series_each(series, ("garden", "node"), expected, ("time", "lost"))
     for nf in case.nodes():
-        s = by_node[(nf.node,)]
+        s = by_node[(nf.garden, nf.node)]
         assert_time_buckets(s, case)
         lost = [(ts, float(st["lost"])) for ts, st in nf.statuses]
         assert sum(values_of(s, "lost")) == sum(non_negative_differences(bucketed(lost, case, case.interval_ms, max)))
@@ -785,10 +838,10 @@ def _lost(series: Sequence[Series], case: Case) -> None:
 
 @expect("garden-nodes", "Battery voltage")
 def _battery(series: Sequence[Series], case: Case) -> None:
-    expected = {(nf.node,) for nf in case.nodes()}
-    for (node,), s in one_series_each(series, ("node",), expected, ("time", "battery_v")).items():
+    expected = {(nf.garden, nf.node) for nf in case.nodes()}
+    for (garden, node), s in one_series_each(series, ("garden", "node"), expected, ("time", "battery_v")).items():
         assert_time_buckets(s, case)
-        volts = case.facts.nodes[node].battery_v
+        volts = case.node(garden, node).battery_v
         within(values_of(s, "battery_v"), min(volts), max(volts), node)
 
 
@@ -798,19 +851,20 @@ def _port_counter(nf: NodeFacts, case: Case, field: str) -> float | None:
     return sum(diffs) if diffs else None
 
 
-def _ports(case: Case) -> dict[tuple[str, str], NodeFacts]:
-    return {("shed-pi", nf.port): nf for nf in case.facts.nodes.values()}  # one port per node here
+def _ports(case: Case) -> dict[tuple[str, str, str], NodeFacts]:
+    """One port per node here; both gardens' bridges are called shed-pi, with the same ports."""
+    return {(g, "shed-pi", nf.port): nf for g, f in case.gardens.items() for nf in f.nodes.values()}
 
 
 @expect("garden-nodes", "Rejected lines by port and reason")
 def _rejects_table(series: Sequence[Series], case: Case) -> None:
     ports = _ports(case)
-    assert {(s.tags["bridge"], s.tags["port"]) for s in series} == set(ports)
+    assert {(s.tags["garden"], s.tags["bridge"], s.tags["port"]) for s in series} == set(ports)
     reasons = sorted({r for nf in ports.values() for r in nf.rejects})
     prefix = "sum_non_negative_difference_"
     assert series[0].columns == ("time", f"{prefix}rejected", *(f"{prefix}rejects_{r}" for r in reasons))
     for s in series:
-        nf = ports[(s.tags["bridge"], s.tags["port"])]
+        nf = ports[(s.tags["garden"], s.tags["bridge"], s.tags["port"])]
         [row] = s.records()
         for column in s.columns[1:]:
             assert row[column] == _port_counter(nf, case, column.removeprefix(prefix)), column
@@ -820,10 +874,10 @@ def _rejects_table(series: Sequence[Series], case: Case) -> None:
 
 @expect("garden-nodes", "Rejected lines over time")
 def _rejects_over_time(series: Sequence[Series], case: Case) -> None:
-    ports = {(port,): nf for (_, port), nf in _ports(case).items()}
-    for (port,), s in one_series_each(series, ("port",), set(ports), ("time", "rejected")).items():
+    ports: dict[tuple[str, ...], NodeFacts] = {(garden, port): nf for (garden, _, port), nf in _ports(case).items()}
+    for key, s in one_series_each(series, ("garden", "port"), set(ports), ("time", "rejected")).items():
         assert_time_buckets(s, case)
-        assert sum(values_of(s, "rejected")) == (_port_counter(ports[(port,)], case, "rejected") or 0)
+        assert sum(values_of(s, "rejected")) == (_port_counter(ports[key], case, "rejected") or 0)
 
 
 def panel_cases() -> list[tuple[str, int]]:
@@ -853,11 +907,44 @@ def test_panel_query_answers(seeded: Seeded, name: str, panel_id: int) -> None:
                 what = f"{range_name}, {', '.join(f'{k}={v.current}' for k, v in variables.items())}: {query}"
                 assert series or panel["type"] == "table", f"no data for {what}"
                 try:
-                    check(series, Case(seeded.facts, rng, interval_ms, variables, panel))
+                    gardens = chosen_gardens(seeded.gardens, variables)
+                    check(series, Case(seeded.facts, rng, interval_ms, variables, panel, gardens))
                 except AssertionError as err:
                     raise AssertionError(f"{what}\n{err}") from err
                 runs += 1
     assert runs >= 2
+
+
+@pytest.mark.parametrize(("name", "panel_id"), panel_cases(), ids=lambda v: str(v).removesuffix(".json"))
+def test_each_garden_sees_only_its_own(seeded: Seeded, name: str, panel_id: int) -> None:
+    """Two gardens on one hub, with the same bed, node and port names: garden A's board answers
+    with A's data only, B's with B's, All with both, side by side and never merged."""
+    dashboard = load_dashboards()[name]
+    panel = next(p for p in walk_panels(dashboard) if p["id"] == panel_id)
+    rng = ranges(seeded.facts)["3 days"]
+    interval_ms = gq.panel_interval_ms(panel, rng, datasource_min_interval())
+    choices = variable_choices(seeded.db, dashboard, rng)
+    # bed-1 in each garden (bed detail); every node (node health): the choices besides the garden.
+    others = {"bed": "bed-1", "node": gq.ALL_VALUE}
+
+    def answer(target: Mapping[str, Any], pick: str | list[str]) -> list[Series]:
+        [variables] = [v for v in choices if v["garden"].current == pick
+                       and all(v[k].current == value for k, value in others.items() if k in v)]  # fmt: skip
+        return seeded.db.query(gq.expand_query(target["query"], gq.Context(rng, interval_ms, variables)))
+
+    for target in panel["targets"]:
+        alone = {g: answer(target, [g]) for g in seeded.gardens}
+        every = answer(target, gq.ALL_VALUE)
+        for g, series in alone.items():
+            assert series, f"{g}: no data for {target['query']}"
+            assert all(s.tags.get("garden", g) == g for s in series), f"{g}: another garden's series"
+        if all("garden" in s.tags for s in every):  # grouped by garden: All is each garden's answer side by side
+            by_garden = sorted(every, key=lambda s: s.tags["garden"])
+            assert by_garden == [s for g in sorted(alone) for s in alone[g]]
+        else:  # one list (a garden's events): All is the rows of both
+            rows = sorted(row for s in every for row in s.values)
+            assert rows == sorted(row for series in alone.values() for s in series for row in s.values)
+        assert alone[GARDEN] != alone[OTHER_GARDEN], "the two gardens' data differ"
 
 
 # ------------------------------------------------------------ annotations
@@ -872,8 +959,10 @@ def annotation_cases() -> list[tuple[str, str]]:
     ]
 
 
-def expected_annotations(query: str, facts: Facts, rng: gq.TimeRange, bed: str | None) -> list[tuple[int, str | None]]:
-    """(time, text) of what an annotation query must find: events of one type, or alert changes.
+def expected_annotations(query: str, gardens: Mapping[str, Facts], rng: gq.TimeRange,
+                         bed: str | None) -> list[tuple[int, str | None]]:  # fmt: skip
+    """(time, text) of what an annotation query must find in the chosen gardens: events of one type,
+    or alert changes.
 
     Event texts are not kept by the seed (None); alert texts are.
     """
@@ -883,13 +972,17 @@ def expected_annotations(query: str, facts: Facts, rng: gq.TimeRange, bed: str |
         allowed = set(states.group(1).split("|")) if states else None
         return sorted(
             (a.ts, a.text)
+            for facts in gardens.values()
             for a in facts.alerts
             if inside(a.ts) and (bed is None or a.bed == bed) and (allowed is None or a.state in allowed)
         )
     kind = re.search(r"\"type\" = '(\w+)'", query)
     assert kind, "an event annotation shows one type of event"
     return sorted(
-        (ts, None) for ts, b, k in facts.events if k == kind.group(1) and inside(ts) and (bed is None or b == bed)
+        (ts, None)
+        for facts in gardens.values()
+        for ts, b, k in facts.events
+        if k == kind.group(1) and inside(ts) and (bed is None or b == bed)
     )
 
 
@@ -911,9 +1004,12 @@ def test_annotation_query_answers(seeded: Seeded, name: str, annotation: str) ->
         for variables in variable_choices(seeded.db, dashboard, rng):
             bed = variables["bed"].current if "bed" in variables else None
             assert bed is None or isinstance(bed, str)
-            expected = expected_annotations(model["query"], seeded.facts, rng, bed)
+            gardens = chosen_gardens(seeded.gardens, variables)
+            expected = expected_annotations(model["query"], gardens, rng, bed)
             rows = annotation_rows(seeded, model, rng, variables)
             assert [r["time"] for r in rows] == [ts for ts, _ in expected]
+            if "garden" in model["tagsColumn"]:
+                assert {r["garden"] for r in rows} <= set(gardens)
             for row, (_, text) in zip(rows, expected, strict=True):
                 assert row["text"] and text in (None, row["text"]), row
             found += len(expected)
@@ -928,12 +1024,18 @@ def test_water_in_never_shows_an_older_forecast(seeded: Seeded) -> None:
     # The first evaluation without a forecast right after one with a forecast.
     end = next(b for a, b in itertools.pairwise(needs) if "hours_left" in a[1] and "hours_left" not in b[1])
     rng = gq.TimeRange(seeded.facts.start_ms, end[0])
-    bed = gq.Variable.from_model(dashboard["templating"]["list"][0], seeded.facts.beds, "bed-2")
-    ctx = gq.Context(rng, gq.panel_interval_ms(panel, rng, datasource_min_interval()), {"bed": bed})
+    garden = garden_pick(dashboard, seeded.gardens, [GARDEN])
+    bed = gq.Variable.from_model(dashboard["templating"]["list"][1], seeded.facts.beds, "bed-2")
+    ctx = gq.Context(rng, gq.panel_interval_ms(panel, rng, datasource_min_interval()), {"garden": garden, "bed": bed})
     [s] = seeded.db.query(gq.expand_query(panel["targets"][0]["query"], ctx))
+    assert s.tags == {"garden": GARDEN}
     assert s.records() == [{"time": end[0], "level": end[1]["level"], "hours_left": None, "hours_low": None,
                             "hours_high": None}]  # fmt: skip
-    stale = gq.expand_query('SELECT last("hours_left") FROM "water_need" WHERE $timeFilter AND "bed" = \'$bed\'', ctx)
+    stale = gq.expand_query(
+        'SELECT last("hours_left") FROM "water_need" WHERE $timeFilter AND "garden" =~ /^$garden$/ '
+        "AND \"bed\" = '$bed'",
+        ctx,
+    )
     assert seeded.db.query(stale)[0].values[0][1] is not None, "what a last() of each field would have shown"
 
 
@@ -942,7 +1044,9 @@ def test_bed_alerts_are_the_beds_own(seeded: Seeded) -> None:
     dashboard = load_dashboards()["bed-detail.json"]
     model = next(a for a in dashboard["annotations"]["list"] if a.get("name") == "Alerts")
     rng = ranges(seeded.facts)["3 days"]
-    [choice] = [v for v in variable_choices(seeded.db, dashboard, rng) if v["bed"].current == "bed-3"]
+    choices = variable_choices(seeded.db, dashboard, rng)
+    mine = [GARDEN]
+    [choice] = [v for v in choices if v["bed"].current == "bed-3" and v["garden"].current == mine]
     rows = annotation_rows(seeded, model, rng, choice)
     texts = {r["text"] for r in rows}
     alerts = seeded.facts.alerts
@@ -953,7 +1057,7 @@ def test_bed_alerts_are_the_beds_own(seeded: Seeded) -> None:
     assert {r["kind"] for r in rows} == {"water"}
     assert {r["state"] for r in rows} == {"raised", "repeated", "escalated", "acked"}
     assert {r["severity"] for r in rows} == {"warning", "critical"}
-    [choice] = [v for v in variable_choices(seeded.db, dashboard, rng) if v["bed"].current == "bed-2"]
+    [choice] = [v for v in choices if v["bed"].current == "bed-2" and v["garden"].current == mine]
     kinds = {(r["kind"], r["state"]) for r in annotation_rows(seeded, model, rng, choice)}
     assert ("node", "raised") in kinds and ("water", "resolved") in kinds, "bed-2's node is on bed-2's dashboard"
 
@@ -961,13 +1065,19 @@ def test_bed_alerts_are_the_beds_own(seeded: Seeded) -> None:
 def test_garden_alerts_show_raised_escalated_and_resolved(seeded: Seeded) -> None:
     dashboard = load_dashboards()["garden-overview.json"]
     model = next(a for a in dashboard["annotations"]["list"] if a.get("name") == "Alerts")
-    rows = annotation_rows(seeded, model, ranges(seeded.facts)["3 days"], {})
+    rng = ranges(seeded.facts)["3 days"]
+    rows = annotation_rows(seeded, model, rng, {"garden": garden_pick(dashboard, seeded.gardens, [GARDEN])})
+    assert {r["garden"] for r in rows} == {GARDEN}
     assert {r["state"] for r in rows} == {"raised", "escalated", "resolved"}
     assert {r["kind"] for r in rows} == {"water", "node", "gaps", "tank"}
     assert {(r["kind"], r["subject"]) for r in rows} >= {("gaps", "bed-3a"), ("tank", "bed-1a")}, "no bed, shown"
-    hidden = [a for a in seeded.facts.alerts if a.state in ("repeated", "acked", "muted")]
+    hidden_states = ("repeated", "acked", "muted")
+    hidden = [a for a in seeded.facts.alerts if a.state in hidden_states]
     assert {a.state for a in hidden} == {"repeated", "acked", "muted"}, "the seed has each, to leave out"
     assert len(rows) == len(seeded.facts.alerts) - len(hidden)
+    every = annotation_rows(seeded, model, rng, {"garden": garden_pick(dashboard, seeded.gardens, gq.ALL_VALUE)})
+    assert {r["garden"] for r in every} == {GARDEN, OTHER_GARDEN}
+    assert len(every) == sum(1 for f in seeded.gardens.values() for a in f.alerts if a.state not in hidden_states)
 
 
 def test_seeded_data_is_what_the_hub_writes(seeded: Seeded) -> None:
@@ -993,6 +1103,7 @@ def test_seeded_data_is_what_the_hub_writes(seeded: Seeded) -> None:
     assert alert_tags == {"garden", "kind", "subject", "state", "bed"}
     retention = {row[0] for s in db.query(f'SHOW RETENTION POLICIES ON "{DATABASE}"') for row in s.values}
     assert retention == {"raw", "hourly", "daily"}
-    total = sum(nf.readings for nf in seeded.facts.nodes.values())
-    [count] = db.query('SELECT count("seq") FROM "battery"')
-    assert count.values[0][1] == total, "one battery point per reading that reached the bridge"
+    for garden, facts in seeded.gardens.items():
+        total = sum(nf.readings for nf in facts.nodes.values())
+        [count] = db.query(f'SELECT count("seq") FROM "battery" WHERE "garden" = \'{garden}\'')
+        assert count.values[0][1] == total, "one battery point per reading that reached the bridge"

@@ -107,12 +107,15 @@ def test_dashboards_answer_from_the_live_pipeline(
     min_interval = datasource_min_interval()
     answered, empty_by_design, missing = 0, [], []
     for name, dashboard in sensor_dashboards().items():  # the commons board: tests/dashboards/test_commons_dashboard.py
-        variables = {}
-        for model in dashboard["templating"]["list"]:
-            ctx = gq.Context(rng, gq.interval_to_ms("5m"))
-            options = gq.metric_find_values(database.query(gq.expand_query(model["query"], ctx)))
+        variables: dict[str, gq.Variable] = {}
+        for model in dashboard["templating"]["list"]:  # in order: the beds and nodes of the garden chosen
+            ctx = gq.Context(rng, gq.interval_to_ms("5m"), variables)
+            options = gq.variable_options(model, database.query(gq.expand_query(model["query"], ctx)))
             assert options, f"{name}: variable {model['name']} has no values"
-            variables[model["name"]] = gq.Variable.from_model(model, options, options[0])
+            if model["name"] == "garden":
+                assert options == [garden], f"{name}: the hub's garden is the one on offer"
+            pick = [options[0]] if model.get("multi") else options[0]
+            variables[model["name"]] = gq.Variable.from_model(model, options, pick)
         if "bed" in variables:
             assert {"bed-a", "bed-b", "bed-c"} <= set(variables["bed"].options)
         for panel in walk_panels(dashboard):

@@ -11,9 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
+
+import orjson
 
 from firmware_bridge.topics import NAME_RE
 from garden.alerting.lifecycle import ALERT_CHANGES, SEVERITY_ORDER
@@ -28,6 +31,7 @@ MAX_AHEAD_MS = 86_400_000
 
 
 _NUMBER_TYPES = (int, float)
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -91,9 +95,18 @@ def _load(payload: bytes) -> Mapping[str, Any]:
     if len(payload) > MAX_PAYLOAD:
         raise Refused("too_large", f"{len(payload)} bytes")
     try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise Refused("not_json", str(err)[:80] or type(err).__name__) from None
+        # orjson parses a reading in a fraction of json's time. What it refuses
+        # (NaN, 1e400, nesting past 1,024, a lone surrogate) goes to json, and so
+        # does a number of 19 digits or more (orjson makes an integer beyond 64
+        # bits a float): every payload gets json's answer, as before.
+        if _LONG_NUMBER.search(payload) is not None:
+            raise orjson.JSONDecodeError("long number", "", 0)
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        try:
+            body = json.loads(payload)
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise Refused("not_json", str(err)[:80] or type(err).__name__) from None
     if not isinstance(body, dict):
         raise Refused("wrong_type", "payload must be a JSON object")
     return body

@@ -194,10 +194,15 @@ def telemetry_lines(garden: str, message: Mapping[str, Any]) -> Iterator[str]:
             parts.append(f"{_key(name)}={_float(name, value)}")
         if sensor in errors:
             parts.append(f"error={_field('error', errors[sensor])}")
-        measurement = MEASUREMENTS.get(sensor_kind(sensor), OTHER_MEASUREMENT)
+        measurement = _measurement(sensor)
         tags = (("bed", bed), ("garden", garden), ("node", node), ("sensor", sensor)) if bed else (
             ("garden", garden), ("node", node), ("sensor", sensor))  # fmt: skip
         yield f"{_series(measurement, tags)} {','.join(parts)}{tail}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _measurement(sensor: str) -> str:
+    return MEASUREMENTS.get(sensor_kind(sensor), OTHER_MEASUREMENT)
 
 
 # A reading's own fields and tags: a calibrated value by one of these names would

@@ -179,3 +179,26 @@ def test_broker_restart_under_the_hub(running_broker: Broker, garden: str, hub: 
     wait_for(lambda: len(stored_keys(database)) >= len(sent), 60, "everything stored")
     time.sleep(1)
     report("broker-restart", sent, stored_keys(database, settled=True))
+
+
+def test_acknowledged_batches_never_come_again(
+    running_broker: Broker, garden: str, hub: HubProcess, database: Influx
+) -> None:
+    """The hub acknowledges a stored batch in one write of PUBACKs (garden/hub.py,
+    ``Hub._ack``). Every one must reach the broker: started again on the same
+    session, the hub is sent nothing it already stored."""
+    publisher = Publisher(running_broker, garden)
+    publisher.run(rate=2000, seconds=1.5)
+    publisher.close()
+    wait_for(lambda: len(stored_keys(database)) >= len(publisher.sent), 30, "every reading stored")
+    hub.stop(signal.SIGTERM)  # its final status has its final counters
+    assert hub.status_body(running_broker)["counters"]["acked"] >= len(publisher.sent)  # type: ignore[index]
+    hub.start()
+    hub.wait_online(running_broker)
+    time.sleep(2)  # what the broker still held for the session would have come by now
+    hub.stop(signal.SIGTERM)  # its last status, with its final counters
+    after = hub.status_body(running_broker)
+    assert after["state"] == "offline"
+    assert after["counters"].get("readings", 0) == 0, after["counters"]  # type: ignore[attr-defined]
+    report("acks", publisher.sent, stored_keys(database, settled=True))
+    hub.start()  # the fixture stops it

@@ -78,3 +78,36 @@ def test_payloads_no_check_foresaw_are_refused_not_fatal() -> None:
     with pytest.raises(Refused) as caught:
         telemetry_points("g", "n1", telemetry().replace(b"400", b"1" * 400), NOW)
     assert caught.value.reason == "out_of_range"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "18446744073709551616",
+        "-9223372036854775809",
+        "123456789012345678901234567890",
+        "1e400",
+        "NaN",
+        "-Infinity",
+        '"\\ud800"',
+        "[" * 2000 + "]" * 2000,
+        "9223372036854775807",
+        "-0.0",
+        "0.1",
+    ],
+)
+def test_payloads_parse_as_json_parses_them(text: str) -> None:
+    """The hub parses with orjson where it can; what orjson reads differently or
+    refuses must come out as json.loads makes it (or be refused as json refuses it)."""
+    from garden.ingest import _load
+
+    payload = ('{"x": ' + text + "}").encode()
+    try:
+        expected = json.loads(payload)
+    except (ValueError, RecursionError):
+        with pytest.raises(Refused, match="not_json"):
+            _load(payload)
+        return
+    got = _load(payload)
+    assert repr(got) == repr(expected)
+    assert type(got["x"]) is type(expected["x"])

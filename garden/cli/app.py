@@ -41,6 +41,7 @@ from garden.cli.alerts_cmd import alerts_app
 from garden.cli.commons_cmd import commons_app, harvest_app, me, member_app, rota_app
 from garden.cli.dashboards_cmd import dashboards_app
 from garden.cli.doctor_cmd import doctor
+from garden.cli.federate_cmd import federate_app
 from garden.cli.influx_cmd import influx_app
 from garden.cli.node_cmd import node_app
 from garden.cli.secure_cmd import secure_app
@@ -576,6 +577,7 @@ app.command()(me)
 app.add_typer(commons_app, name="commons")
 app.add_typer(influx_app, name="influx")
 app.add_typer(secure_app, name="secure")
+app.add_typer(federate_app, name="federate")
 
 
 def _demo_configs(settings: BridgeSettings, node_ids: list[str]) -> None:

@@ -234,7 +234,7 @@ class Hub:
         self._maybe_rollup()
 
     def _collect(self) -> list[Received]:
-        """Up to batch_size messages, waiting at most batch_ms after the first."""
+        """Up to batch_size messages, waiting at most until batch_ms after the first arrived."""
         try:
             first = self._inbox.get(timeout=0.1)
         except queue.Empty:
@@ -243,12 +243,14 @@ class Hub:
             return []
         batch = [first]
         size, inbox = self.settings.batch_size, self._inbox
-        deadline = time.monotonic() + self.settings.batch_ms / 1000
+        # batch_ms counts from when the first message arrived, not from now: what
+        # queued up while the last batch was being stored has waited long enough.
+        deadline_ms = first.received_ms + self.settings.batch_ms
         while len(batch) < size:
             try:  # what is there already, without a clock read per message
                 item = inbox.get_nowait()
             except queue.Empty:
-                remaining = deadline - time.monotonic()
+                remaining = (deadline_ms - self._clock_ms()) / 1000
                 if remaining <= 0:
                     break
                 try:

@@ -23,7 +23,7 @@ The window is from the first telemetry message received to the last one.
 Medians over the runs are printed as a markdown table (and JSON with ``--json``).
 Readings/s is ``(received - 1) / window``; bridge CPU is utime + stime from
 ``/proc/<pid>/stat`` read when the first and the last message arrive, per
-1,000 readings; max RSS is the bridge's ``ru_maxrss`` from ``wait4``.
+1,000 readings; max RSS is the bridge's peak since exec (``VmHWM`` before the stop; bench_harness.Usage).
 
 The exit status is 1 when what the feeder wrote and what the subscriber
 received differ in any run (count, duplicates or missing sequence numbers),

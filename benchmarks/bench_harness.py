@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +97,40 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.02
     raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
 
 
+@dataclass(frozen=True)
+class Usage:
+    """A child's CPU time (from ``wait4``) and its peak RSS since it exec'd, in KiB.
+
+    ``ru_maxrss`` from ``wait4`` alone overstates a child's memory: Linux counts the
+    pages it shared with this (large) process between fork and exec, so ``/bin/true``
+    started from a parent that had touched 200 MB reports 212 MiB. The peak is read
+    from ``VmHWM`` in /proc/<pid>/status just before the child is stopped (exec
+    starts a new address space, and its high-water mark with it); ``wait4``'s figure
+    stays in ``wait4_maxrss`` for comparison.
+    """
+
+    ru_utime: float
+    ru_stime: float
+    ru_maxrss: int  # KiB: VmHWM when it could be read, else wait4's
+    wait4_maxrss: int
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    """``VmHWM`` of a live process (KiB), None if it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def reap(proc: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM) -> tuple[int | None, Any]:
-    """Signal a child (waking it first if frozen), wait for it with wait4: (exit status, rusage)."""
+    """Signal a child (waking it first if frozen), wait for it with wait4: (exit status, :class:`Usage`)."""
     if proc.returncode is not None:
         return proc.returncode, None
+    peak = peak_rss_kib(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(proc.pid, signal.SIGCONT)
         if sig:
@@ -109,7 +140,8 @@ def reap(proc: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTER
         pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, rusage
+            usage = Usage(rusage.ru_utime, rusage.ru_stime, peak or rusage.ru_maxrss, rusage.ru_maxrss)
+            return proc.returncode, usage
         if time.monotonic() > end:
             log(f"pid {proc.pid} did not stop in {timeout:g}s; killing it")
             with contextlib.suppress(ProcessLookupError):

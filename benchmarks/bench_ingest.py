@@ -37,7 +37,7 @@ frozen with SIGSTOP while a separate publisher process (paho, QoS 1) puts
 every message into the broker, which holds them in the consumer's session.
 The window starts at SIGCONT, so the publisher's speed and CPU are not part
 of it. CPU is utime + stime from ``/proc/<pid>/stat`` over the window (for
-mosquitto_sub, its rusage); max RSS is ``ru_maxrss`` from ``wait4``.
+mosquitto_sub, its rusage); max RSS is the peak since exec (``VmHWM``, read just before the stop; bench_harness.Usage).
 
 The exit status is 1 when, in any run, messages published and messages
 received (a0, a) or points stored (b, b2, n, c) differ, or a hub refused,

@@ -964,7 +964,7 @@ def start_py_spy(out: Path, pid: int) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).parent / "py-spy"
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(exe if exe.exists() else "py-spy"), "record", "--pid", str(pid), "--rate", "200", "--threads"]
-    cmd += ["--nonblocking", "--format", "raw", "--output", f"{out}.txt"]
+    cmd += ["--nonblocking", "--idle", "--format", "raw", "--output", f"{out}.txt"]
     with (out.parent / "py-spy.log").open("ab") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=logf)
     time.sleep(1.0)  # attached before the hub is let go

@@ -73,15 +73,21 @@ def parse_broker_url(url: str, path: str = "mqtt.url") -> BrokerAddress:
 
 
 def client_for(
-    broker: BrokerAddress, client_id: str = "", *, manual_ack: bool = False, nodelay: bool = False
+    broker: BrokerAddress,
+    client_id: str = "",
+    *,
+    manual_ack: bool = False,
+    nodelay: bool = False,
+    client_class: type[mqtt.Client] = mqtt.Client,
 ) -> mqtt.Client:
     """A paho 2.x MQTT v5 client with the broker's credentials and TLS set: the one place they are.
 
     ``nodelay`` turns Nagle's algorithm off, for clients that ask and answer one small
     message at a time (a request to the hub, its answer): otherwise each waits about
-    40 ms for the peer's delayed ACK. Streams of readings keep it on.
+    40 ms for the peer's delayed ACK. Streams of readings keep it on. ``client_class``:
+    a subclass of paho's client (the hub's reads in batches, garden/mqtt_reads.py).
     """
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+    client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
     if nodelay:
         client.on_socket_open = _no_delay
     if broker.username:

@@ -27,6 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
@@ -54,6 +55,7 @@ from garden.ingest import (
     node_status_points,
     telemetry_points,
 )
+from garden.mqtt_reads import BatchReadClient
 from garden.points import line
 from garden.rollups import DAILY, HOURLY, roll_up
 from garden.settings import HubSettings
@@ -83,6 +85,20 @@ class Received(NamedTuple):
 
 # Put into the inbox to wake the loop; never handled as a message.
 _WAKE = Received(0, 0, "", b"", 0, -1)
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A batch as the parser leaves it for the main loop: its lines, the readings'
+    own times, its refusals (counted by reason, and kept as dead letters)."""
+
+    batch: list[Received]
+    lines: list[str] = field(default_factory=list)
+    times: list[int] = field(default_factory=list)
+    dead: list[tuple[int, str, str, str, bytes]] = field(default_factory=list)
+    refused: Counter[str] = field(default_factory=Counter)
+    counted: bool = False  # its counters are in (the first try)
+
 
 # An MQTT PUBACK with reason "success" and no properties: the same 4 bytes in
 # MQTT 3.1.1 and 5 (v5 lets the reason code be left out when it is success).
@@ -114,7 +130,11 @@ class Hub:
         self._status_sent = 0.0
         self._rate_mark = (time.monotonic(), 0)
         self._connection = 0
-        self._unstored: list[Received] = []
+        self._unstored: Parsed | None = None
+        # Batches parsed by the parser thread, waiting for the main loop to store and
+        # acknowledge them: one waits while the next is parsed (see run()).
+        self._parsed: queue.Queue[Parsed | None] = queue.Queue(maxsize=1)
+        self._parser: threading.Thread | None = None
         # Why the last batch could not be made durable (a full disk, a broken
         # spool), and since when: in the status, where the watch raises the alert.
         self._storage_problem: tuple[str, int] | None = None
@@ -143,7 +163,8 @@ class Hub:
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
-        client = client_for(s.broker, f"garden-hub-{s.garden}-{s.hub_id}", manual_ack=True)
+        client_id = f"garden-hub-{s.garden}-{s.hub_id}"
+        client = client_for(s.broker, client_id, manual_ack=True, client_class=BatchReadClient)
         client.reconnect_delay_set(min_delay=1, max_delay=8)
         client.will_set(self._status_topic, compact_json({"state": "offline", "hub": s.hub_id}), qos=1, retain=True)
         client.on_connect = self._on_connect
@@ -185,9 +206,11 @@ class Hub:
 
     def request_stop(self) -> None:
         self._stop.set()
-        # Wake the loop: CPython 3.11's SimpleQueue.get(timeout) can wait forever when
+        # Wake the loops: CPython 3.11's SimpleQueue.get(timeout) can wait forever when
         # a signal interrupts it just before its deadline (firmware_bridge/service.py).
         self._inbox.put(_WAKE)
+        with contextlib.suppress(queue.Full):
+            self._parsed.put_nowait(None)
 
     def run(self) -> None:
         s = self.settings
@@ -207,6 +230,11 @@ class Hub:
         props.ReceiveMaximum = min(65535, 4 * s.batch_size)
         self._client.connect_async(s.broker.host, s.broker.port, keepalive=30, clean_start=False, properties=props)
         self._client.loop_start()
+        # Parsing a batch takes the GIL; writing one to InfluxDB mostly waits on the
+        # server. So a thread parses the next batch while this one stores the last:
+        # the same batches, in the same order, each acknowledged only once durable.
+        self._parser = threading.Thread(target=self._parse_loop, name="parse", daemon=True)
+        self._parser.start()
         try:
             while not self._stop.is_set():
                 self.step()
@@ -214,24 +242,46 @@ class Hub:
             self._shutdown()
 
     def step(self) -> None:
-        if self._unstored:
+        if self._unstored is not None:
             # The last batch could not be made durable (disk full?): try it again
             # before taking more, so what waits unacknowledged stays bounded.
             # Drain first: writing the spool to InfluxDB frees the space the
             # batch needs, and with the spool empty the batch goes straight there.
             self._drain()
-            batch, self._unstored = self._unstored, []
-            self._handle(batch)
-            if self._unstored:
+            parsed, self._unstored = self._unstored, None
+            self._commit(parsed)
+            if self._unstored is not None:
                 self._maybe_status()
                 self._stop.wait(1.0)
                 return
-        batch = self._collect()
-        if batch:
-            self._handle(batch)
+        if self._parser is not None:
+            try:
+                ready = self._parsed.get(timeout=0.1)
+            except queue.Empty:
+                ready = None
+            if ready is not None:
+                self._commit(ready)
+        else:  # driven step by step (tests): parse here
+            batch = self._collect()
+            if batch:
+                self._commit(self._parse(batch))
         self._drain()
         self._maybe_status()
         self._maybe_rollup()
+
+    def _parse_loop(self) -> None:
+        """The parser thread: batches from the inbox, parsed, handed to the main loop in order."""
+        while not self._stop.is_set():
+            batch = self._collect()
+            if not batch:
+                continue
+            parsed = self._parse(batch)
+            while not self._stop.is_set():
+                try:
+                    self._parsed.put(parsed, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
 
     def _collect(self) -> list[Received]:
         """Up to batch_size messages, waiting at most until batch_ms after the first arrived."""
@@ -295,21 +345,25 @@ class Hub:
         raise Refused("unknown_topic", message.topic[:80])
 
     def _handle(self, batch: list[Received]) -> None:
-        lines: list[str] = []
-        times: list[int] = []  # the readings' own times
-        dead: list[tuple[int, str, str, str, bytes]] = []
+        """Parse, store and acknowledge one batch, here and now."""
+        self._commit(self._parse(batch))
+
+    def _parse(self, batch: list[Received]) -> Parsed:
+        """The batch's points and refusals. Touches nothing the main loop uses."""
+        parsed = Parsed(batch)
+        lines, times, dead, refused = parsed.lines, parsed.times, parsed.dead, parsed.refused
         for message in batch:
             try:
                 points = self._points(message)
             except Refused as err:
-                self.refused[err.reason] += 1
+                refused[err.reason] += 1
                 log.warning("refused a message on %s: %s", message.topic, err)
                 dead.append((message.received_ms, message.topic, err.reason, err.detail, message.payload))
                 continue
             except (ValueError, ArithmeticError, RecursionError, TypeError) as err:
                 # What the checks did not foresee (a 400-digit number, JSON nested
                 # ten thousand deep): refused all the same, never the end of the loop.
-                self.refused["invalid"] += 1
+                refused["invalid"] += 1
                 log.warning("refused a message on %s: %s: %s", message.topic, type(err).__name__, err)
                 dead.append(
                     (message.received_ms, message.topic, "invalid", f"{type(err).__name__}: {err}", message.payload)
@@ -318,14 +372,24 @@ class Hub:
             lines += points.lines
             if points.ts_ms is not None:
                 times.append(points.ts_ms)
-        if times:
-            self._last_reading_ts = max(self._last_reading_ts or 0, max(times))
-            self._oldest_unrolled = min(self._oldest_unrolled or times[0], min(times))
-            self.counters["readings"] += len(times)
-        self.counters["received"] += len(batch)
+        return parsed
+
+    def _commit(self, parsed: Parsed) -> None:
+        """Make a parsed batch durable, then acknowledge it; if it cannot be, keep it to retry."""
+        batch, times = parsed.batch, parsed.times
+        if not parsed.counted:  # once, however many tries it takes
+            parsed.counted = True
+            if times:
+                self._last_reading_ts = max(self._last_reading_ts or 0, max(times))
+                self._oldest_unrolled = min(self._oldest_unrolled or times[0], min(times))
+                self.counters["readings"] += len(times)
+            self.counters["received"] += len(batch)
+            self.refused.update(parsed.refused)
         try:
-            self.dead.add(dead)
-            self._store(lines)
+            if parsed.dead:
+                self.dead.add(parsed.dead)
+                parsed.dead = []  # kept: a retry must not keep them twice
+            self._store(parsed.lines)
         except (SpoolError, GardenError) as err:
             # Nothing durable: leave the messages unacknowledged; the broker
             # sends them again after a reconnect or restart.
@@ -333,7 +397,7 @@ class Hub:
                 self._storage_problem = (str(err), self._clock_ms())
                 log.error("batch of %d messages not stored, not acknowledged; will retry: %s", len(batch), err)
             self.counters["unstored_batches"] += 1
-            self._unstored = batch
+            self._unstored = parsed
             return
         if self._storage_problem is not None:
             log.warning("storing again after %.0f s", (self._clock_ms() - self._storage_problem[1]) / 1000)
@@ -525,8 +589,10 @@ class Hub:
                 log.warning("hub health point not stored: %s", err)
 
     def _shutdown(self) -> None:
-        # Whatever is still queued was not acknowledged: the broker keeps it
-        # in our session and sends it again next time.
+        # Whatever is still queued or parsed was not acknowledged: the broker
+        # keeps it in our session and sends it again next time.
+        if self._parser is not None:
+            self._parser.join(2.0)
         if self._connected.is_set():
             try:
                 payload = compact_json(self.status("offline"))

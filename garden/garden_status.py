@@ -11,6 +11,16 @@ another counts for the bed of its newest reading only.
 Water need uses fixed bands on the moisture (volumetric water content):
 ``>= 20 %`` ok, ``15-20`` soon, ``10-15`` needs water, ``< 10`` critical. The
 watering engine, with per-bed thresholds and rotas, comes later.
+
+Bounded by time, so a year of history costs no more than a day: the newest
+readings are looked for in the last :data:`RECENT_MS` of raw readings only. The
+nodes that have been silent for longer (but not for 30 days) are found in the
+hourly rollups (garden/rollups.py: a few hundred points per series a month),
+and their newest readings are then read from the raw readings of those nodes,
+from the last hour their rollups hold. Without hourly rollups (a hub that has
+not rolled up yet, or a 2.x bucket without that mapping) the whole 30 days of
+raw readings are read instead, as before. The sparkline's hourly means are from
+the raw readings of the last day (the current hour is never rolled up yet).
 """
 
 from __future__ import annotations
@@ -21,12 +31,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from garden.influx import Influx, Series
+from garden.influx import Influx, InfluxQueryError, Series
 from garden.points import MEASUREMENTS, OTHER_MEASUREMENT
+from garden.rollups import FIELDS as ROLLUP_FIELDS
+from garden.rollups import HOURLY
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 LOOKBACK_MS = 30 * DAY_MS  # a node silent for longer drops out of the status
+RECENT_MS = 6 * HOUR_MS  # newest readings are looked for here first; older ones through the hourly rollups
 
 # (floor in % VWC, need), checked in order; below the last floor: critical.
 NEED_BANDS: tuple[tuple[float, str], ...] = ((20.0, "ok"), (15.0, "soon"), (10.0, "needs water"))
@@ -179,9 +192,9 @@ def _latest(series: Iterable[Series]) -> Latest:
     return out
 
 
-def _latest_query(measurement: str, field: str) -> str:
+def _latest_query(measurement: str, field: str, where: str = "") -> str:
     return (
-        f'SELECT last("{field}") FROM "{measurement}" WHERE "garden" = $garden AND time > $start '
+        f'SELECT last("{field}") FROM "{measurement}" WHERE "garden" = $garden AND time > $start{where} '
         'GROUP BY "bed", "node", "sensor"'
     )
 
@@ -190,21 +203,70 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(sum(values) / len(values), 2) if values else None
 
 
-def collect_status(influx: Influx, garden: str, now_ms: int, *, hours: int = 24) -> GardenStatus:
-    """The garden's status from InfluxDB. Raises an InfluxError when it cannot be read."""
-    params: Mapping[str, Any] = {"garden": garden, "start": (now_ms - LOOKBACK_MS) * 1_000_000}
-    moisture = _latest(influx.query(_latest_query("soil_moisture", "vwc_pct"), params))
-    soil_temp = _latest(influx.query(_latest_query("soil_temperature", "temp_c"), params))
-    air_temp = _latest(influx.query(_latest_query("air_temperature", "temp_c"), params))
-    tank = _latest(influx.query(_latest_query("tank", "litres"), params))
+# What the status reads of each probe: (measurement, field), and "seq" of every reading for "seen".
+LATEST_FIELDS = (("soil_moisture", "vwc_pct"), ("soil_temperature", "temp_c"), ("air_temperature", "temp_c"),
+                 ("tank", "litres"))  # fmt: skip
+
+
+def _latest_all(influx: Influx, params: Mapping[str, Any], where: str = "") -> list[Latest]:
+    """The newest value of each probe for LATEST_FIELDS, then the newest reading of each probe
+    (``seen``), with ``time > $start`` (and ``where``)."""
+    out = [_latest(influx.query(_latest_query(m, f, where), params)) for m, f in LATEST_FIELDS]
     sources = ", ".join(f'"{m}"' for m in READING_MEASUREMENTS)
-    seen = _latest(
-        influx.query(
-            f'SELECT last("seq") FROM {sources} WHERE "garden" = $garden AND time > $start '
-            'GROUP BY "bed", "node", "sensor"',
-            params,
+    out.append(
+        _latest(
+            influx.query(
+                f'SELECT last("seq") FROM {sources} WHERE "garden" = $garden AND time > $start{where} '
+                'GROUP BY "bed", "node", "sensor"',
+                params,
+            )
         )
     )
+    return out
+
+
+def _last_rolled_up_hours(influx: Influx, garden: str, start_ms: int) -> dict[str, int] | None:
+    """Per node, the start of the newest hour its hourly rollups hold since ``start_ms``; None
+    when there are no hourly rollups to ask (none written yet, or no such retention policy)."""
+    sources = ", ".join(f'"{HOURLY.name}"."{m}"' for m in ROLLUP_FIELDS)
+    try:
+        series = influx.query(
+            f'SELECT last("raw") FROM {sources} WHERE "garden" = $garden AND time > $start GROUP BY "node"',
+            {"garden": garden, "start": start_ms * 1_000_000},
+        )
+    except InfluxQueryError:
+        return None
+    hours: dict[str, int] = {}
+    for s in series:
+        node = s.tags.get("node", "")
+        for row in s.values:
+            if node and isinstance(row[0], int):
+                hours[node] = max(hours.get(node, row[0]), row[0])
+    return hours or None
+
+
+def collect_status(influx: Influx, garden: str, now_ms: int, *, hours: int = 24) -> GardenStatus:
+    """The garden's status from InfluxDB. Raises an InfluxError when it cannot be read."""
+    lookback = now_ms - LOOKBACK_MS
+    recent = now_ms - RECENT_MS
+    latest = _latest_all(influx, {"garden": garden, "start": recent * 1_000_000})
+    heard = {node for (_b, node, _s) in latest[-1]}
+    rolled = _last_rolled_up_hours(influx, garden, lookback)
+    if rolled is None:  # no rollups to ask: the whole lookback of raw readings
+        older = _latest_all(influx, {"garden": garden, "start": lookback * 1_000_000, "end": recent * 1_000_000},
+                            ' AND time <= $end')  # fmt: skip
+    else:
+        silent = sorted(node for node in rolled if node not in heard)
+        older = [{} for _ in latest]
+        if silent:
+            # The silent nodes only, from the newest hour their rollups hold (what came after
+            # that hour was not rolled up yet, and is then in the recent window, or nowhere).
+            params: dict[str, Any] = {"garden": garden, "start": (min(rolled[n] for n in silent) - 1) * 1_000_000,
+                                      "end": recent * 1_000_000}  # fmt: skip
+            params |= {f"n{i}": node for i, node in enumerate(silent)}
+            nodes = " OR ".join(f'"node" = $n{i}' for i in range(len(silent)))
+            older = _latest_all(influx, params, f" AND time <= $end AND ({nodes})")
+    moisture, soil_temp, air_temp, tank, seen = (_merge(o, r) for o, r in zip(older, latest, strict=True))
     slots = hour_slots(now_ms, hours)
     hourly = influx.query(
         'SELECT mean("vwc_pct") FROM "soil_moisture" WHERE "garden" = $garden AND time >= $start '
@@ -212,6 +274,15 @@ def collect_status(influx: Influx, garden: str, now_ms: int, *, hours: int = 24)
         {"garden": garden, "start": slots[0] * 1_000_000},
     )
     return build_status(garden, now_ms, slots, moisture, soil_temp, air_temp, tank, seen, hourly)
+
+
+def _merge(older: Latest, recent: Latest) -> Latest:
+    """Each probe's newest value of the two."""
+    out = dict(older)
+    for key, (t, v) in recent.items():
+        if key not in out or t >= out[key][0]:
+            out[key] = (t, v)
+    return out
 
 
 def build_status(

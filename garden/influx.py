@@ -23,20 +23,24 @@ that fixes them.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import logging
 import re
+import select
+import socket
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 from garden.errors import GardenError
 
 if TYPE_CHECKING:
-    # Imported where used: together they take a third of a second, and most CLI commands
-    # load this module (for InfluxSettings) without ever talking to InfluxDB.
-    import urllib3
+    # Imported where used: it takes a third of a second, and most CLI commands load this
+    # module (for InfluxSettings) without ever writing through the v2 API.
     from influxdb_client.client.influxdb_client import InfluxDBClient
 
 log = logging.getLogger(__name__)
@@ -123,12 +127,9 @@ class Credential:
         if self.token:
             return {"Authorization": f"Token {self.token}"}
         if self.username:
-            import urllib3
-
             # UTF-8, as curl and the influx CLI send it: influxd compares the bytes.
-            return urllib3.make_headers(
-                basic_auth=f"{self.username}:{self.password or ''}", basic_auth_encoding="utf-8"
-            )
+            pair = f"{self.username}:{self.password or ''}".encode()
+            return {"authorization": "Basic " + base64.b64encode(pair).decode()}
         return {}
 
     def kind(self) -> str:
@@ -225,39 +226,119 @@ def parse_version(header: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: http.client.HTTPMessage
+    data: bytes
+
+
+class HttpTransport:
+    """HTTP/1.1 to one server with the standard library: kept-alive connections in a pool,
+    thread-safe, no retries. (urllib3, which the installed urllib3-future replaces, took a
+    quarter of a second to import: most of what a quick ``garden status`` waited for.)"""
+
+    def __init__(self, url: str, connect_timeout_s: float, read_timeout_s: float) -> None:
+        import ssl
+
+        parts = urlsplit(url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or "127.0.0.1"
+        self.problem = ""  # a URL no connection can be made to: said at the first request
+        try:
+            self.port = parts.port or (443 if self.https else 80)
+        except ValueError as err:
+            self.port, self.problem = 0, str(err)
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._ssl = ssl.create_default_context() if self.https else None
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.problem:
+            raise OSError(self.problem)
+        with self._lock:
+            while self._idle:
+                kept = self._idle.pop()
+                if kept.sock is not None and not _dropped(kept.sock):
+                    return kept
+                kept.close()
+        conn: http.client.HTTPConnection
+        if self._ssl is not None:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.connect_timeout_s, context=self._ssl)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout_s)
+        conn.connect()
+        if conn.sock is not None:
+            conn.sock.settimeout(self.read_timeout_s)
+        return conn
+
+    def request(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> HttpResponse:
+        """Raises OSError or http.client.HTTPException when there is no answer."""
+        conn = self._connection()
+        try:
+            conn.request(method, path, body=body, headers=dict(headers))
+            response = conn.getresponse()
+            data = response.read()
+        except BaseException:
+            conn.close()
+            raise
+        if response.will_close:
+            conn.close()
+        else:
+            with self._lock:
+                self._idle.append(conn)
+        return HttpResponse(response.status, response.headers, data)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """A kept-alive connection the server has closed (or sent something unasked on)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class Influx:
     """One InfluxDB server. Thread-safe for concurrent queries and writes."""
 
     def __init__(self, settings: InfluxSettings) -> None:
-        import urllib3
-
         self.settings = settings
-        self._http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=min(3.0, settings.timeout_s), read=settings.timeout_s),
-            retries=False,
-        )
+        self._http = HttpTransport(settings.url, min(3.0, settings.timeout_s), settings.timeout_s)
+        self._base = urlsplit(settings.url).path.rstrip("/")
         self._server: ServerInfo | None = None
         self._client: InfluxDBClient | None = None
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()  # type: ignore[no-untyped-call]
-        self._http.clear()
+        self._http.close()
 
     # ----------------------------------------------------------- plumbing
 
     def _request(self, method: str, path: str, fields: Mapping[str, str] | None = None,
-                 body: bytes | None = None, *, credential: Credential) -> urllib3.BaseHTTPResponse:  # fmt: skip
-        import urllib3
-
-        url = self.settings.url.rstrip("/") + path
+                 body: bytes | None = None, *, credential: Credential) -> HttpResponse:  # fmt: skip
+        """``fields`` go in the URL, except for a POST without ``body``: there, as a form."""
+        target = self._base + path
         headers = credential.headers()
+        if body is not None:
+            target += "?" + "&".join(f"{k}={quote(v)}" for k, v in (fields or {}).items())
+        elif fields and method == "POST":
+            body = urlencode(fields).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        elif fields:
+            target += "?" + urlencode(fields)
         try:
-            if body is not None:
-                query = "&".join(f"{k}={quote(v)}" for k, v in (fields or {}).items())
-                return self._http.request(method, f"{url}?{query}", body=body, headers=headers)
-            return self._http.request(method, url, fields=fields, headers=headers)
-        except urllib3.exceptions.HTTPError as err:
+            return self._http.request(method, target, body, headers)
+        except (OSError, http.client.HTTPException) as err:
             raise InfluxUnreachable(self.settings.url, _reason(err)) from err
 
     def probe(self, method: str, path: str, fields: Mapping[str, str] | None = None,
@@ -268,7 +349,7 @@ class Influx:
         response = self._request(method, path, fields, body, credential=credential)
         return response.status, response.data.decode(errors="replace")[:2000]
 
-    def _check(self, response: urllib3.BaseHTTPResponse, what: str, credential: Credential) -> None:
+    def _check(self, response: HttpResponse, what: str, credential: Credential) -> None:
         status = response.status
         if status < 300:
             return
@@ -411,6 +492,10 @@ def _error_text(body: str) -> str:
 
 
 def _reason(err: Exception) -> str:
-    # urllib3 puts the connection object's repr first; the cause is after it.
-    text = str(getattr(err, "reason", None) or err)
+    # urllib3 (influxdb-client's) puts the connection object's repr first; the cause is after it.
+    if isinstance(err, TimeoutError):  # socket.timeout too
+        return f"no answer within the timeout ({err or 'timed out'})"
+    if isinstance(err, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
+        return f"the connection was closed without an answer ({err})"
+    text = str(getattr(err, "reason", None) or err) or type(err).__name__
     return text.split(">: ", 1)[-1]

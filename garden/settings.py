@@ -43,7 +43,8 @@ class HubSettings:
     spool_max_rows: int = 2_000_000
     session_expiry_s: int = 7 * 86_400
     shared_group: str = ""  # "$share/<group>/..." subscriptions when set
-    # A regional hub: ingest every garden on the broker (garden/+/...), each point
+    # A regional hub (`garden hub run --all-gardens`; a garden id of "+" is refused):
+    # ingest every garden on the broker (garden/+/...), each point
     # tagged with the garden its topic names. ``garden`` is then the hub's own name
     # (its status topic and health points); no commons and no watch.
     all_gardens: bool = False

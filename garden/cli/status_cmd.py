@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Group, RenderableType
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -122,6 +121,8 @@ def status(
 
 
 def _watch(fetch: Callable[[], GardenStatus], every: int, count: int, as_json: bool) -> None:
+    from rich.live import Live  # only here: a tenth of a second of every other command's start-up
+
     def frame() -> RenderableType:
         try:
             return render_status(fetch())
@@ -156,14 +157,24 @@ def readings(
     since: Annotated[str, typer.Option(help="How far back: 30m, 24h, 7d, 2w.")] = "24h",
     sensor: Annotated[str | None, typer.Option(help="Only this sensor, e.g. sm0.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many, newest first.")] = 500,
+    resolution: Annotated[
+        str,
+        typer.Option(
+            help="auto: every reading up to 2 days, hourly means up to 60 days, daily means beyond; "
+            "or raw, hourly, daily."
+        ),
+    ] = "auto",
     influx: InfluxOpt = None,
     garden: GardenOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the readings of a bed or a node, newest first: value, raw value and any sensor error."""
+    """List the readings of a bed or a node, newest first: value, raw value and any sensor error.
+
+    Over more than 2 days, the hourly means (the hourly rollups), and over more than 60 days the daily means.
+    """
     from garden.influx import Influx
-    from garden.readings import check_sensor, parse_duration, query_readings
+    from garden.readings import RESOLUTIONS, check_sensor, choose_resolution, parse_duration, query_readings
 
     if not NAME_RE.fullmatch(name):
         fail(f"{name!r} is not a bed or node name: 1-32 letters, digits, '-' or '_'", EXIT_USAGE)
@@ -176,19 +187,23 @@ def readings(
             check_sensor(sensor)
     except ValueError as err:
         fail(f"--sensor: {err}", EXIT_USAGE)
+    if resolution != "auto" and resolution not in RESOLUTIONS:
+        fail(f"--resolution: {resolution!r} is not one of auto, {', '.join(RESOLUTIONS)}", EXIT_USAGE)
+    chosen = choose_resolution(since_s) if resolution == "auto" else RESOLUTIONS[resolution]
     settings = hub_settings(config, influx_url=influx, garden=garden)
     client = Influx(settings.influx)
     try:
         found = query_readings(
-            client, settings.garden, name, since_s=since_s, now_ms=int(time.time() * 1000), sensor=sensor, limit=limit
-        )
+            client, settings.garden, name, since_s=since_s, now_ms=int(time.time() * 1000), sensor=sensor,
+            limit=limit, resolution=chosen,
+        )  # fmt: skip
     except GardenError as err:
         fail(str(err))
     finally:
         client.close()
     if as_json:
         body = {"garden": settings.garden, "name": name, "since_s": since_s, "sensor": sensor,
-                "readings": [r.to_json() for r in found]}  # fmt: skip
+                "resolution": chosen.name, "readings": [r.to_json() for r in found]}  # fmt: skip
         print(json.dumps(body, ensure_ascii=False, indent=2))
         return
     if not found:
@@ -197,7 +212,12 @@ def readings(
             f"{f' from sensor {sensor}' if sensor else ''}. `garden status` lists the beds and nodes."
         )
         return
-    table = Table(title=f"Readings of {name} ({settings.garden}), last {since}, newest first")
+    what, caption = "", None
+    if chosen.rolled_up:
+        what = f", {chosen.label}"
+        caption = (f"{chosen.label.capitalize()} (the {chosen.name} rollups), each at the start of its period: "
+                   "value and raw are means. --resolution raw for every reading.")  # fmt: skip
+    table = Table(title=f"Readings of {name} ({settings.garden}), last {since}{what}, newest first", caption=caption)
     for column in ("time", "bed", "node", "sensor", "value", "raw", "error"):
         table.add_column(column, no_wrap=column == "time")
     for r in found:

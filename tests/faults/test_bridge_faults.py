@@ -238,7 +238,10 @@ def test_full_spool_drops_oldest_counts_and_alerts(
         produced = sim.keys()
         wait_for(lambda: collector.status("bridge/test-bridge").get("spool", {}).get("depth") == 0, 60,  # type: ignore[union-attr]
                  "the spool to empty")  # fmt: skip
+        # The next periodic status (every 2 s) has the final counts. The one seen last
+        # may be the broker's last will for the connection cut off before (no spool in it).
         time.sleep(1)
+        wait_for(lambda: "spool" in collector.status("bridge/test-bridge"), 15, "a bridge status with its spool")
         spool = collector.status("bridge/test-bridge")["spool"]
     finally:
         proxy.close()  # the bridge's last will replaces its status from here on

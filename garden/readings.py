@@ -14,9 +14,8 @@ or ``error`` (a failed reading has no value to average). Its time is the start o
 the period. The periods the hub has not rolled up yet (the current one, and any
 after the newest rollup) are computed the same way from the raw readings, so the
 newest rows are never missing. ``sensor_other`` readings have no rollups: they
-show at ``raw`` resolution only. Thresholds differ from the dashboards' (raw up to
-7 days): a table of rows, unlike a graph, is capped by ``--limit`` and wants few
-rows per day.
+show at ``raw`` resolution only. The dashboards pick their retention policy by the
+same thresholds (``garden.schema.RP_CHOICES``, docs/dashboards.md).
 """
 
 from __future__ import annotations

@@ -20,7 +20,11 @@ language InfluxQL, server access; the backend query path):
      ``/^.*$/`` for All.
 
    ``$__interval`` and ``$__interval_ms`` are left for the backend; ``$__from``
-   and ``$__to`` become epoch milliseconds. Any other name is left alone.
+   and ``$__to`` become epoch milliseconds, ``$__range_ms``, ``$__range_s`` and
+   ``$__range`` the range's length (ms, whole seconds, and Grafana's ``<s>s``).
+   Any other name is left alone. This holds for a query variable's query too:
+   a variable with ``refresh`` 2 ("On time range change") is queried again with
+   the new range before the panels run (:func:`resolve_variables`).
    (Annotation queries go through the same function without the query text, so
    a single-value variable is never escaped there.)
 2. The Go backend then replaces, in this order: ``$timeFilter`` with
@@ -41,7 +45,7 @@ Sources: grafana/grafana ``public/app/plugins/datasource/influxdb/datasource.ts`
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +53,7 @@ from typing import Any
 VARIABLE_RE = re.compile(r"\$(\w+)|\[\[(\w+?)(?::(\w+))?\]\]|\$\{(\w+)(?:\.([^:^\}]+))?(?::([^\}]+))?\}", re.ASCII)
 # Names that are not dashboard variables but that Grafana fills in itself.
 BACKEND_MACROS = frozenset({"timeFilter", "interval", "__interval", "__interval_ms"})
-FRONTEND_MACROS = frozenset({"__from", "__to"})
+FRONTEND_MACROS = frozenset({"__from", "__to", "__range", "__range_ms", "__range_s"})
 MACROS = BACKEND_MACROS | FRONTEND_MACROS
 # What an InfluxQL alias may hold besides variables (influx_series.ts / the backend's alias).
 ALIAS_PATTERNS = re.compile(r"^(tag_\w+|col|m|measurement|\d+)$", re.ASCII)
@@ -220,6 +224,10 @@ def replace_variables(text: str, ctx: Context, *, query_for_regex_check: str | N
         if name in ("__from", "__to"):
             ms = ctx.time_range.from_ms if name == "__from" else ctx.time_range.to_ms
             return str(ms)
+        if name in ("__range", "__range_ms", "__range_s"):
+            span = ctx.time_range.to_ms - ctx.time_range.from_ms
+            seconds = round(span / 1000)  # getRangeScopedVars: Math.round
+            return {"__range_ms": str(span), "__range_s": str(seconds), "__range": f"{seconds}s"}[name]
         variable = ctx.variables.get(name)
         if variable is None:
             return match.group(0)
@@ -295,11 +303,38 @@ def variable_options(model: Mapping[str, Any], series: Sequence[Any]) -> list[st
 
 
 def metric_find_values(series: Sequence[Any]) -> list[str]:
-    """The options a query variable gets from its InfluxQL result: the ``value``
-    column of SHOW TAG VALUES, else the first column, unique, in order."""
+    """The options a query variable gets from its InfluxQL result (the datasource's
+    ``ResponseParser.parse``): each row's second column when it has one (the ``value``
+    of SHOW TAG VALUES, the first field of a SELECT after ``time``), else its first;
+    unique, in order."""
     seen: dict[str, None] = {}
     for s in series:
-        column = s.columns.index("value") if "value" in s.columns else 0
         for row in s.values:
-            seen.setdefault(str(row[column]), None)
+            seen.setdefault(str(row[1] if len(row) > 1 else row[0]), None)
     return list(seen)
+
+
+def resolve_variables(dashboard: Mapping[str, Any], time_range: TimeRange,
+                      run_query: Callable[[str], Sequence[Any]],
+                      picks: Mapping[str, str | Sequence[str]] | None = None) -> dict[str, Variable]:  # fmt: skip
+    """Every variable of a dashboard for one time range, in order, as Grafana refreshes them.
+
+    Each query is expanded with the variables before it and run (``run_query``
+    takes InfluxQL, returns series); the value is ``picks[name]`` if given, else
+    the saved current value if the query offers it, else the first option, else
+    (no options) the saved value: a hidden variable such as ``$rp`` keeps its
+    default when its query finds nothing.
+    """
+    variables: dict[str, Variable] = {}
+    for model in dashboard.get("templating", {}).get("list", []):
+        ctx = Context(time_range, 300_000, dict(variables))
+        options = variable_options(model, run_query(expand_query(model["query"], ctx)))
+        pick = (picks or {}).get(model["name"])
+        if pick is None:
+            saved = (model.get("current") or {}).get("value")
+            if saved in (ALL_VALUE, [ALL_VALUE]) or (isinstance(saved, str) and saved in options) or not options:
+                pick = ALL_VALUE if saved in (ALL_VALUE, [ALL_VALUE]) else saved
+            else:
+                pick = [options[0]] if model.get("multi") else options[0]
+        variables[model["name"]] = Variable.from_model(model, options, pick)
+    return variables

@@ -10,8 +10,10 @@ simulated nodes over three days (seed.py); tests/integration runs the dashboards
 against the full MQTT pipeline.
 
 Every panel query, annotation query and template variable query is run for
-every value of the dashboard's variable, over the whole three days and over the
-last six hours, and its answer is compared with what the simulated garden
+every value of the dashboard's variable, over the whole three days, the last six
+hours, the last 7 days and the last 365 days (so that ``$rp`` reads raw, hourly and
+daily: the seed holds the hub's rollups, computed with ``garden.rollups.roll_up``),
+and its answer is compared with what the simulated garden
 actually sent: one series per bed, tank, node or port as the panel groups them,
 the right columns, and values recomputed here from the data.
 
@@ -37,9 +39,11 @@ from typing import Any
 import pytest
 
 from garden.influx import Influx, InfluxSettings, Series
+from garden.rollups import DAILY, HOURLY, roll_up
+from garden.schema import RP_CHOICES, ensure_schema
 from tests.dashboards import grafana_queries as gq
 from tests.dashboards import yaml_subset
-from tests.dashboards.seed import DAY_MS, GARDEN, OTHER_GARDEN, OTHER_SEED, Facts, NodeFacts, simulate
+from tests.dashboards.seed import DAY_MS, GARDEN, NODES, OTHER_GARDEN, OTHER_SEED, Facts, NodeFacts, simulate
 from tests.servers import Influxd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -263,7 +267,8 @@ def test_moisture_panels_colour_by_water_need() -> None:
     found = 0
     for d in load_dashboards().values():
         for p in walk_panels(d):
-            if any('"vwc_pct"' in t["query"] and 'FROM "soil_moisture"' in t["query"] for t in p.get("targets", [])):
+            if any('"vwc_pct"' in t["query"] and re.search(r'FROM (?:"\$rp"\.)?"soil_moisture"', t["query"])
+                   for t in p.get("targets", [])):  # fmt: skip
                 steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
                 assert [(s["color"], s["value"]) for s in steps] == WATER_NEED, p["title"]
                 assert p["fieldConfig"]["defaults"]["unit"] == "percent"
@@ -413,15 +418,22 @@ def seeded(influxd: Influxd) -> Iterator[Seeded]:
     for facts in gardens.values():
         for i in range(0, len(facts.lines), 5000):
             db.write_lines(facts.lines[i : i + 5000])
+    ensure_schema(db)  # as `garden hub init` again: the dashboards' rp_choice points
+    start_ms = min(f.start_ms for f in gardens.values())
+    for period in (HOURLY, DAILY):  # as the hub does: every period that holds a reading
+        roll_up(db, period, start_ms - DAY_MS, end_ms + DAY_MS)
     yield Seeded(db, gardens[GARDEN], gardens)
     db.execute(f'DROP DATABASE "{DATABASE}"')
     db.close()
 
 
 def ranges(facts: Facts) -> dict[str, gq.TimeRange]:
+    """Ranges over the seeded days; their length picks the policy $rp reads: raw, hourly, daily."""
     return {
         "3 days": gq.TimeRange(facts.start_ms, facts.end_ms),
         "last 6 hours": gq.TimeRange(facts.end_ms - 6 * HOUR_MS, facts.end_ms),
+        "last 7 days": gq.TimeRange(facts.end_ms - 7 * DAY_MS, facts.end_ms),
+        "last 365 days": gq.TimeRange(facts.end_ms - 365 * DAY_MS, facts.end_ms),
     }
 
 
@@ -471,8 +483,8 @@ def test_template_variable_queries_list_the_gardens_beds_and_nodes(seeded: Seede
         assert garden["name"] == "garden", f"{name}: $garden comes first, the others depend on it"
         assert garden["multi"] and garden["includeAll"] and garden["allValue"] == ".*" and garden["sort"] == 1
         assert variable_options(seeded.db, garden, rng) == sorted(seeded.gardens) == [GARDEN, OTHER_GARDEN]
-    [_, bed] = dashboards["bed-detail.json"]["templating"]["list"]
-    [_, node] = dashboards["node-health.json"]["templating"]["list"]
+    [bed] = [v for v in dashboards["bed-detail.json"]["templating"]["list"] if v["name"] == "bed"]
+    [node] = [v for v in dashboards["node-health.json"]["templating"]["list"] if v["name"] == "node"]
     for g, facts in seeded.gardens.items():
         for pick in ([g], g):  # several gardens chosen, or one (from a link's var-garden)
             variables = {"garden": garden_pick(dashboards["bed-detail.json"], seeded.gardens, pick)}
@@ -545,6 +557,43 @@ def one_series_each(series: Sequence[Series], keys: tuple[str, ...], expected: A
     return got
 
 
+ASSIGNED_AFTER_MS = {spec.node: spec.assigned_after_s * 1000 for spec in NODES}
+RP_PERIOD_MS = {"raw": 0, HOURLY.name: HOURLY.ms, DAILY.name: DAILY.ms}
+
+
+def rp_of(case: Case) -> str:
+    """The retention policy the panel read: the dashboard's $rp (raw without one)."""
+    rp = case.variables["rp"].current if "rp" in case.variables else "raw"
+    assert isinstance(rp, str)
+    return rp
+
+
+def as_stored(nf: NodeFacts, points: Sequence[tuple[int, float]], case: Case,
+              with_bed: bool = False) -> list[tuple[int, float]]:  # fmt: skip
+    """One node's readings as the policy ``$rp`` holds them: every reading (raw), or each
+    period's mean, per bed tag as the hub's rollups group them (garden.rollups), at the
+    period's start. ``with_bed``: only those with the node's bed tag (``"bed" = '$bed'``)."""
+    assigned = case.gardens[nf.garden].start_ms + ASSIGNED_AFTER_MS[nf.node]
+    tagged = [(ts, v, nf.bed if ts >= assigned else "") for ts, v in points]
+    if with_bed:
+        tagged = [t for t in tagged if t[2]]
+    period = RP_PERIOD_MS[rp_of(case)]
+    if not period:
+        return [(ts, v) for ts, v, _ in tagged]
+    groups: dict[tuple[int, str], list[float]] = {}
+    for ts, v, bed in tagged:
+        groups.setdefault((ts - ts % period, bed), []).append(v)
+    return sorted((t, mean(vs)) for (t, _), vs in groups.items())
+
+
+def assert_means(s: Series, column: str, stored: Sequence[tuple[int, float]], case: Case) -> None:
+    """A graph's buckets: the mean of what the policy holds in each $__interval."""
+    got = [(row[0], row[1]) for row in s.values if row[1] is not None]
+    want = bucketed(stored, case, case.interval_ms, mean)
+    assert [t for t, _ in got] == [t for t, _ in want], f"{s.tags} {column}: buckets ({rp_of(case)})"
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-9), f"{s.tags} {column}"
+
+
 def bucketed(points: Sequence[tuple[int, float]], case: Case, interval_ms: int,
              agg: Callable[[list[float]], float]) -> list[tuple[int, float]]:  # fmt: skip
     """InfluxQL's GROUP BY time(interval) of one field, empty buckets left out."""
@@ -579,7 +628,10 @@ def values_of(s: Series, column: str) -> list[Any]:
 
 def within(values: Sequence[float], low: float, high: float, what: str) -> None:
     assert values, f"{what}: no values"
-    assert low <= min(values) and max(values) <= high, f"{what}: {min(values)}..{max(values)} not in {low}..{high}"
+    slack = 1e-9 * max(abs(low), abs(high), 1.0)  # a mean of equal values may differ in the last bit
+    assert low - slack <= min(values) and max(values) <= high + slack, (
+        f"{what}: {min(values)}..{max(values)} not in {low}..{high}"
+    )
 
 
 def assert_time_buckets(s: Series, case: Case) -> None:
@@ -695,6 +747,7 @@ def _moisture_by_bed(series: Sequence[Series], case: Case) -> None:
         assert_time_buckets(s, case)
         raw = [v for ts, v in nf.vwc if case.inside(ts)]
         within(values_of(s, "vwc_pct"), min(raw), max(raw), nf.bed)
+        assert_means(s, "vwc_pct", as_stored(nf, nf.vwc, case, with_bed=True), case)
 
 
 @expect("garden-overview", "Water in the tanks")
@@ -750,6 +803,7 @@ def _bed_moisture(series: Sequence[Series], case: Case) -> None:
         assert_time_buckets(s, case)
         raw = [v for ts, v in nf.vwc if case.inside(ts)]
         within(values_of(s, "vwc_pct"), min(raw), max(raw), nf.bed)
+        assert_means(s, "vwc_pct", as_stored(nf, nf.vwc, case, with_bed=True), case)
 
 
 @expect("garden-bed", "Soil temperature in $bed")
@@ -772,9 +826,11 @@ def _bed_events(series: Sequence[Series], case: Case) -> None:
 
 
 def _hourly_tank(nf: NodeFacts, case: Case) -> tuple[float, float]:
-    """Litres now, and the mean fall per day over the range, as the panels' subquery computes them."""
-    hourly = bucketed(nf.litres, case, HOUR_MS, mean)
-    return last_in(nf.litres, case), -mean(derivatives_per_day(hourly))
+    """Litres last, and the mean fall per day over the range, as the panels' subquery computes them
+    from what $rp holds (hourly or daily means: the last is the last period's mean)."""
+    stored = as_stored(nf, nf.litres, case)
+    hourly = bucketed(stored, case, HOUR_MS, mean)
+    return last_in(stored, case), -mean(derivatives_per_day(hourly))
 
 
 @expect("garden-water", "Days of water left")
@@ -785,7 +841,7 @@ def _days_left(series: Sequence[Series], case: Case) -> None:
         litres, fall = _hourly_tank(nf, case)
         assert days == pytest.approx(litres / fall, rel=1e-9)
         watered = [ts for g, ts, b, kind in case.events() if (g, b) == (nf.garden, nf.bed) and kind == "watering"]
-        if case.rng.to_ms - case.rng.from_ms >= DAY_MS and watered:
+        if case.rng.to_ms - case.rng.from_ms >= DAY_MS and watered and rp_of(case) != DAILY.name:
             assert 7 < days < 120, f"{nf.node}: a realistic tank lasts weeks, not {days:.0f} days"
 
 
@@ -802,8 +858,11 @@ def _tank_series(column: str, scale: float) -> Check:
         for (garden, node, _), s in one_series_each(series, ("garden", "node", "sensor"), tanks_of(case),
                                                     ("time", column)).items():  # fmt: skip
             assert_time_buckets(s, case)
-            litres = [v for ts, v in case.node(garden, node).litres if case.inside(ts)]
+            nf = case.node(garden, node)
+            litres = [v for ts, v in nf.litres if case.inside(ts)]
             within(values_of(s, column), min(litres) * scale - 1, max(litres) * scale + 1, f"{node} {column}")
+            if column == "litres":
+                assert_means(s, column, as_stored(nf, nf.litres, case), case)
 
     return check
 
@@ -1107,3 +1166,83 @@ def test_seeded_data_is_what_the_hub_writes(seeded: Seeded) -> None:
         total = sum(nf.readings for nf in facts.nodes.values())
         [count] = db.query(f'SELECT count("seq") FROM "battery" WHERE "garden" = \'{garden}\'')
         assert count.values[0][1] == total, "one battery point per reading that reached the bridge"
+
+
+# ------------------------------------------- the retention policy by range
+
+READING_MEASUREMENTS = ("soil_moisture", "soil_temperature", "air_temperature", "air_humidity", "light", "tank",
+                        "battery")  # fmt: skip
+
+
+def test_rp_is_hidden_refreshed_on_time_range_change_and_raw_by_default() -> None:
+    for name, d in load_dashboards().items():
+        models = [v for v in d["templating"]["list"] if v["name"] == "rp"]
+        queries = [t["query"] for p in walk_panels(d) for t in p.get("targets", [])]
+        if not any('"$rp".' in q for q in queries):
+            assert not models, f"{name}: $rp but no panel reads it"
+            continue
+        [rp] = models
+        assert rp["hide"] == 2 and rp["refresh"] == 2 and rp["sort"] == 1, name
+        assert not rp["multi"] and not rp["includeAll"], name
+        assert rp["current"]["value"] == "raw", f"{name}: raw when rp_choice is missing"
+        assert 'FROM "daily"."rp_choice"' in rp["query"], name
+
+
+def test_every_reading_graph_reads_rp_and_every_latest_reading_the_last_days_of_raw() -> None:
+    raw_days = f"- {RP_CHOICES[0][2] // DAY_MS}d"
+    for d in load_dashboards().values():
+        for p in walk_panels(d):
+            for t in p.get("targets", []):
+                q = t["query"]
+                for m in READING_MEASUREMENTS:
+                    if f'"{m}"' not in q:
+                        continue
+                    where = f"{d['uid']} {p['title']!r}"
+                    if "GROUP BY time(" in q:
+                        assert f'FROM "$rp"."{m}"' in q, f"{where}: a graph over the range reads $rp"
+                    else:  # the latest reading: raw, its last days only (fast over a year)
+                        assert f'FROM "{m}"' in q and f"time >= ${{__to}}ms {raw_days}" in q, where
+
+
+@pytest.mark.parametrize(
+    ("span_ms", "expected"),
+    [(6 * HOUR_MS, "raw"), (DAY_MS, "raw"), (2 * DAY_MS, "raw"), (2 * DAY_MS + 1, "hourly"),
+     (7 * DAY_MS, "hourly"), (60 * DAY_MS, "hourly"), (61 * DAY_MS, "daily"), (365 * DAY_MS, "daily"),
+     (5 * 365 * DAY_MS, "daily")],
+)  # fmt: skip
+def test_rp_variable_picks_the_policy_by_range(seeded: Seeded, span_ms: int, expected: str) -> None:
+    """The same thresholds as `garden readings` (garden/readings.py)."""
+    from garden.readings import Resolution, choose_resolution
+
+    board = load_dashboards()["water-tank.json"]
+    rng = gq.TimeRange(seeded.facts.end_ms - span_ms, seeded.facts.end_ms)
+    variables = gq.resolve_variables(board, rng, seeded.db.query)
+    assert variables["rp"].current == expected
+    resolution: Resolution = choose_resolution(-(-span_ms // 1000))
+    assert resolution.name == expected
+
+
+def test_rp_is_raw_without_rp_choice(seeded: Seeded) -> None:
+    """Before `garden hub init` wrote rp_choice: no option, so the saved raw (or Grafana's
+    empty None, which InfluxDB reads as the default policy, raw)."""
+    board = load_dashboards()["water-tank.json"]
+    rng = gq.TimeRange(seeded.facts.end_ms - 365 * DAY_MS, seeded.facts.end_ms)
+
+    def empty(q: str) -> list[Series]:
+        return [] if "rp_choice" in q else seeded.db.query(q)
+
+    assert gq.resolve_variables(board, rng, empty)["rp"].current == "raw"
+    [s] = seeded.db.query('SELECT count("litres") FROM ""."tank"')
+    [raw] = seeded.db.query('SELECT count("litres") FROM "raw"."tank"')
+    assert s.values == raw.values
+
+
+def test_rollups_hold_what_the_graphs_expect(seeded: Seeded) -> None:
+    """The seed's rollups are the hub's (garden.rollups.roll_up): the hourly mean of bed-1a's moisture."""
+    nf = seeded.facts.nodes["bed-1a"]
+    hour = seeded.facts.start_ms + 5 * HOUR_MS
+    want = mean([v for ts, v in nf.vwc if hour <= ts < hour + HOUR_MS])
+    q = f"""SELECT "vwc_pct" FROM "hourly"."soil_moisture" WHERE time = {hour}ms AND "node" = 'bed-1a'
+            AND "garden" = '{GARDEN}'"""
+    [s] = seeded.db.query(q)
+    assert s.values[0][1] == pytest.approx(want, rel=1e-12)

@@ -236,7 +236,8 @@ def test_check_scopes_passes_the_right_setup(users: Garden) -> None:
     assert f"user {users.reader[0]} may not write to {users.database}" in messages
     assert not any(users.writer[1] in m or users.reader[1] in m or ADMIN_PASSWORD in m for m in messages)
     assert count(users, "soil_moisture") == 0, "the probes store nothing"
-    assert users.admin_query("SHOW MEASUREMENTS") == []
+    # Only what `garden hub init` itself writes: the dashboards' rp_choice (garden/schema.py).
+    assert users.admin_query("SHOW MEASUREMENTS") == [["rp_choice"]]
 
 
 def test_check_scopes_fails_an_admin_as_the_write_credential(users: Garden) -> None:

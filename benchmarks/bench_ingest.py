@@ -52,6 +52,7 @@ import json
 import os
 import queue
 import random
+import re
 import select
 import shutil
 import signal
@@ -1127,8 +1128,8 @@ WINDOWS = (
 COST = (
     ("run", "run"),
     ("b_hub_cpu_s_per_1k", "hub CPU-s / 1k msg"),
-    ("b_hub_main_thread_cpu_s_per_1k", "of which main thread"),
-    ("b_hub_other_threads_cpu_s_per_1k", "of which other threads (paho)"),
+    ("b_hub_main_thread_cpu_s_per_1k", "of which main thread (store, ack)"),
+    ("b_hub_other_threads_cpu_s_per_1k", "of which other threads (paho, parser)"),
     ("b_hub_cores", "hub cores busy"),
     ("b_hub_max_rss_mib", "hub max RSS (MiB)"),
     ("bw_hub_cpu_s_per_1k", "(bw) whole hub CPU-s / 1k msg"),
@@ -1332,7 +1333,9 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info(load_before, influxd=True)
     with contextlib.suppress(Exception):
         out = subprocess.run([MOSQUITTO_SUB, "--help"], capture_output=True, text=True, timeout=5).stdout
-        info["mosquitto_sub"] = out.split()[2]  # "mosquitto_sub version 2.0.11 running on libmosquitto 2.0.11."
+        # "mosquitto_sub version 2.0.11 running on libmosquitto 2.0.11.", on the help's second line
+        found = re.search(r"mosquitto_sub version (\S+)", out)
+        info["mosquitto_sub"] = found.group(1) if found else "?"
     info.update(nodered_versions)
     ratio_of_medians = ratio(med["b_msgs_per_s"], med["a_msgs_per_s"])
     lines_out, met = summary(med, args)

@@ -40,7 +40,8 @@ Then, once influxd is quiet (compactions done), ``--runs`` times each:
   (tests/dashboards/grafana_queries.py: variables, ``$timeFilter``,
   ``$__interval`` for a 1920-pixel screen) over the last 24 h, 7 d and 365 d,
   through ``/query``. Template variables take their saved value, else the
-  first option their own query finds (All where the board saves All).
+  first option their own query finds (All where the board saves All),
+  resolved again for each range as Grafana does (``$rp``: raw, hourly, daily).
 
 Targets: status < 1 s, readings ``--since 365d`` < 2 s, each dashboard query
 < 1 s (medians). Prints markdown tables; ``--json PATH`` writes everything.

@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_bridge.simulator.node import Faults
 from garden.influx import Influx
+from garden.schema import ensure_schema
 from tests.dashboards import grafana_queries as gq
 from tests.dashboards.test_dashboards import datasource_min_interval, sensor_dashboards, walk_panels
 
@@ -62,6 +63,9 @@ def test_dashboards_answer_from_the_live_pipeline(
     tmp_path: Path,
     bridge_factory,  # type: ignore[no-untyped-def]
 ) -> None:
+    # As a garden sets up its InfluxDB: `garden hub init` (retention policies, and the
+    # rp_choice points the dashboards' $rp variable reads from "daily").
+    ensure_schema(database)
     start_ms = time.time_ns() // 1_000_000
     tank = {"tk0": {"depth_cm": 120, "litres_per_cm": 10}}
     publish(

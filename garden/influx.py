@@ -289,6 +289,9 @@ class HttpTransport:
         else:
             with self._lock:
                 self._idle.append(conn)
+        # As urllib3 logged each request: method, path (not the query: it may hold a
+        # query's text), status. Credentials travel in headers, never logged.
+        log.debug("%s %s: %d, %d bytes", method, path.split("?", 1)[0], response.status, len(data))
         return HttpResponse(response.status, response.headers, data)
 
     def close(self) -> None:

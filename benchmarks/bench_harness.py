@@ -225,11 +225,36 @@ class Broker:
         terminate(proc, 5)
 
 
-class Influxd:
-    """InfluxDB 1.x on a free loopback port, auth off, its own temp dir (as tests/servers.py)."""
+def influxd_config(workdir: Path, http_port: int, index: str | None = None) -> Path:
+    """An influxd 1.x config for loopback only, its files under ``workdir/influxdb``, auth off."""
+    d = workdir / "influxdb"
+    conf = workdir / "influxdb.conf"
+    conf.write_text(
+        "reporting-enabled = false\n"
+        f'bind-address = "127.0.0.1:{free_port()}"\n'
+        f'[meta]\n  dir = "{d}/meta"\n'
+        f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
+        + (f'  index-version = "{index}"\n' if index else "")
+        + "[monitor]\n  store-enabled = false\n"
+        f'[http]\n  bind-address = "127.0.0.1:{http_port}"\n  log-enabled = false\n'
+        '[logging]\n  level = "warn"\n'
+    )
+    return conf
 
-    def __init__(self, workdir: Path) -> None:
+
+class Influxd:
+    """InfluxDB 1.x on a free loopback port, auth off, its own temp dir (as tests/servers.py).
+
+    ``index``: influxd's index-version (its default when None); ``start_timeout_s``: how
+    long ``/ping`` may take to answer (opening a year of shards takes minutes)."""
+
+    def __init__(
+        self, workdir: Path, index: str | None = None, start_timeout_s: float = 30, stop_timeout_s: float = 20
+    ) -> None:
         self.workdir = workdir
+        self.index = index
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -243,21 +268,11 @@ class Influxd:
         if not os.path.exists(INFLUXD):
             raise BenchError(f"influxd not found ({INFLUXD}); apt-get install influxdb")
         self.port = free_port()
-        conf = self.workdir / "influxdb.conf"
-        d = self.workdir / "influxdb"
-        conf.write_text(
-            "reporting-enabled = false\n"
-            f'bind-address = "127.0.0.1:{free_port()}"\n'
-            f'[meta]\n  dir = "{d}/meta"\n'
-            f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
-            "[monitor]\n  store-enabled = false\n"
-            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
-            '[logging]\n  level = "warn"\n'
-        )
+        conf = influxd_config(self.workdir, self.port, self.index)
         with (self.workdir / "influxd.log").open("ab") as out:
             self.proc = subprocess.Popen([INFLUXD, "-config", str(conf)], stdout=out, stderr=out)
         http = urllib3.PoolManager(retries=False, timeout=1.0)
-        end = time.monotonic() + 30
+        end = time.monotonic() + self.start_timeout_s
         while time.monotonic() < end and self.proc.poll() is None:
             with contextlib.suppress(urllib3.exceptions.HTTPError):
                 if http.request("GET", f"{self.url}/ping").status == 204:
@@ -267,7 +282,7 @@ class Influxd:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        terminate(proc, 20)
+        terminate(proc, self.stop_timeout_s)
 
 
 def database(url: str, name: str) -> Any:

@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_harness import INFLUXD, BenchError, free_port, load_1m, log, machine_info, machine_summary, terminate
+from bench_harness import BenchError, Influxd, load_1m, log, machine_info, machine_summary
 from bench_harness import write_results as write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,47 +114,12 @@ LITRES_PER_CM = 10.0
 # ================================================================ influxd
 
 
-class HistoryInfluxd:
+class HistoryInfluxd(Influxd):
     """influxd 1.6 on a free loopback port, its files under ``workdir/influxdb`` (kept between runs)."""
 
     def __init__(self, workdir: Path, index: str) -> None:
-        self.workdir = workdir
-        self.index = index
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        import urllib3
-
-        if not os.path.exists(INFLUXD):
-            raise BenchError(f"influxd not found ({INFLUXD}); apt-get install influxdb")
-        self.port = free_port()
-        d = self.workdir / "influxdb"
-        conf = self.workdir / "influxdb.conf"
-        conf.write_text(
-            "reporting-enabled = false\n"
-            f'bind-address = "127.0.0.1:{free_port()}"\n'
-            f'[meta]\n  dir = "{d}/meta"\n'
-            f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
-            f'  index-version = "{self.index}"\n'
-            "[monitor]\n  store-enabled = false\n"
-            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
-            '[logging]\n  level = "warn"\n'
-        )
-        with (self.workdir / "influxd.log").open("ab") as out:
-            self.proc = subprocess.Popen([INFLUXD, "-config", str(conf)], stdout=out, stderr=out)
-        http = urllib3.PoolManager(retries=False, timeout=1.0)
-        end = time.monotonic() + 300  # opening a year of shards takes a while
-        while time.monotonic() < end and self.proc.poll() is None:
-            with contextlib.suppress(urllib3.exceptions.HTTPError):
-                if http.request("GET", f"{self.url}/ping").status == 204:
-                    return
-            time.sleep(0.2)
-        raise BenchError(f"influxd did not start; see {self.workdir / 'influxd.log'}")
+        # Opening a year of shards takes a while; so does flushing them at the stop.
+        super().__init__(workdir, index=index, start_timeout_s=300, stop_timeout_s=60)
 
     def rss_mb(self) -> float | None:
         if self.proc is None:
@@ -169,10 +134,6 @@ class HistoryInfluxd:
         from bench_harness import cpu_seconds
 
         return cpu_seconds(self.proc.pid if self.proc else None) or 0.0
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        terminate(proc, 60)
 
 
 def disk_mb(path: Path) -> float:

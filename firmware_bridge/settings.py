@@ -131,6 +131,20 @@ def table_of(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
+def env_flag(
+    env: Mapping[str, str], name: str, problem: str = "must be true or false (1/0, yes/no, on/off)"
+) -> bool | None:
+    """A yes/no ``GARDEN_*`` variable; None when unset. Anything else is a ConfigError naming it."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, problem)
+
+
 def typed_value(table: Mapping[str, Any], path: str, key: str, kind: type, default: Any) -> Any:
     value = table.get(key, default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):

@@ -8,6 +8,7 @@ is counted and kept with the message in the dead-letter store.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -92,22 +93,25 @@ def _integer(value: Any, where: str, low: int, high: int) -> int:
     return value
 
 
+def _parse_json(payload: bytes) -> Any:
+    """``json.loads``' answer, from orjson where it gives the same one (in a fraction of the time).
+
+    What orjson refuses (NaN, 1e400, nesting past 1,024, a lone surrogate) goes to json,
+    and so does a run of 19 digits or more: orjson makes an integer beyond 64 bits a float.
+    """
+    if _NINETEEN_DIGITS not in payload.translate(_DIGITS_TO_ZERO):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            return orjson.loads(payload)
+    return json.loads(payload)
+
+
 def _load(payload: bytes) -> Mapping[str, Any]:
     if len(payload) > MAX_PAYLOAD:
         raise Refused("too_large", f"{len(payload)} bytes")
     try:
-        # orjson parses a reading in a fraction of json's time. What it refuses
-        # (NaN, 1e400, nesting past 1,024, a lone surrogate) goes to json, and so
-        # does a number of 19 digits or more (orjson makes an integer beyond 64
-        # bits a float): every payload gets json's answer, as before.
-        if _NINETEEN_DIGITS in payload.translate(_DIGITS_TO_ZERO):
-            raise orjson.JSONDecodeError("long number", "", 0)
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        try:
-            body = json.loads(payload)
-        except (UnicodeDecodeError, ValueError, RecursionError) as err:
-            raise Refused("not_json", str(err)[:80] or type(err).__name__) from None
+        body = _parse_json(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise Refused("not_json", str(err)[:80] or type(err).__name__) from None
     if not isinstance(body, dict):
         raise Refused("wrong_type", "payload must be a JSON object")
     return body

@@ -17,6 +17,7 @@ from firmware_bridge.mqtt_link import BrokerAddress, parse_broker_url
 from firmware_bridge.settings import (
     default_bridge_id,
     default_data_dir,
+    env_flag,
     find_config_file,
     read_secret,
     read_toml,
@@ -120,6 +121,7 @@ def load_hub_settings(
         if (env.get(name) or env.get(f"{name}_FILE")) and not getattr(influx, user.lower()):
             raise ConfigError(name, f"a password without a user: set GARDEN_INFLUX_{user} too")
     data_dir = env.get("GARDEN_DATA_DIR") or typed_value(hub_t, "hub", "data_dir", str, None)
+    all_gardens = env_flag(env, "GARDEN_HUB_ALL_GARDENS")
     values: dict[str, Any] = {
         "garden": env.get("GARDEN_GARDEN") or typed_value(garden_t, "garden", "id", str, "demo"),
         "hub_id": env.get("GARDEN_HUB_ID") or typed_value(hub_t, "hub", "id", str, None),
@@ -132,9 +134,7 @@ def load_hub_settings(
         "session_expiry_s": typed_value(hub_t, "hub", "session_expiry_s", int, 7 * 86_400),
         "shared_group": typed_value(hub_t, "hub", "shared_group", str, ""),
         "status_interval_s": typed_value(hub_t, "hub", "status_interval_s", float, 10.0),
-        "all_gardens": _pick(
-            _flag(env, "GARDEN_HUB_ALL_GARDENS"), typed_value(hub_t, "hub", "all_gardens", bool, False)
-        ),
+        "all_gardens": typed_value(hub_t, "hub", "all_gardens", bool, False) if all_gardens is None else all_gardens,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = HubSettings(**{k: v for k, v in values.items() if v is not None})
@@ -158,22 +158,6 @@ def load_hub_settings(
     if not settings.influx.timeout_s > 0:
         raise ConfigError("influx.timeout_s", "must be more than 0 seconds")
     return settings
-
-
-def _pick(env_value: bool | None, config_value: bool) -> bool:
-    return config_value if env_value is None else env_value
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool | None:
-    """A yes/no environment variable: ``1``/``true``/``yes`` or ``0``/``false``/``no``; None when unset."""
-    text = env.get(name, "").strip().lower()
-    if not text:
-        return None
-    if text in ("1", "true", "yes"):
-        return True
-    if text in ("0", "false", "no"):
-        return False
-    raise ConfigError(name, "must be true or false (1/0, yes/no)")
 
 
 def influx_admin_settings(influx: InfluxSettings, env: Mapping[str, str] | None = None) -> InfluxSettings | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_bridge.errors import ConfigError
-from firmware_bridge.settings import find_config_file, read_secret, read_toml, table_of, typed_value
+from firmware_bridge.settings import env_flag, find_config_file, read_secret, read_toml, table_of, typed_value
 from firmware_bridge.topics import NAME_RE
 from garden.alerting.lifecycle import SEVERITY_ORDER, AlertPolicy
 from garden.alerting.routing import Person
@@ -235,13 +235,9 @@ def load_watch_settings(config_file: Path | None = None, env: Mapping[str, str] 
     for name in names:
         if names.count(name) > 1:
             raise ConfigError("people", f"{name!r} appears twice")
-    enabled = env.get("GARDEN_WATCH_ENABLED")
-    if enabled and enabled.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-        raise ConfigError("GARDEN_WATCH_ENABLED", "must be true or false (false: this hub only ingests)")
+    enabled = env_flag(env, "GARDEN_WATCH_ENABLED", "must be true or false (false: this hub only ingests)")
     return WatchSettings(
-        enabled=(enabled.lower() not in ("0", "false", "no", "off"))
-        if enabled
-        else typed_value(watch_t, "watch", "enabled", bool, True),
+        enabled=typed_value(watch_t, "watch", "enabled", bool, True) if enabled is None else enabled,
         latitude=latitude,
         longitude=longitude,
         timezone=tz,

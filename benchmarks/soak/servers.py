@@ -23,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.bench_harness import INFLUXD, MOSQUITTO, BenchError, free_port, log
+from benchmarks.bench_harness import INFLUXD, MOSQUITTO, BenchError, free_port, influxd_config, log
 from tests.faults.tools import PRODUCTION_QUEUES
 
 SETPRIV = shutil.which("setpriv")
@@ -150,17 +150,7 @@ class InfluxDB:
         self.workdir = workdir
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        d = workdir / "influxdb"
-        self.conf = workdir / "influxdb.conf"
-        self.conf.write_text(
-            "reporting-enabled = false\n"
-            f'bind-address = "127.0.0.1:{free_port()}"\n'
-            f'[meta]\n  dir = "{d}/meta"\n'
-            f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
-            "[monitor]\n  store-enabled = false\n"
-            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
-            '[logging]\n  level = "warn"\n'
-        )
+        self.conf = influxd_config(workdir, self.port)
         self._http = urllib3.PoolManager(retries=False, timeout=1.0)
 
     @property
